@@ -1,0 +1,30 @@
+# ESL: entropy-guided self-training for domain-adaptive semantic segmentation (Saporta et al., CVPRW 2020).
+# The pipeline's table of contents; docs/ARCHITECTURE.md describes the stages and their artifacts.
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+validate(config, "workflow/schemas/config.schema.yaml")
+
+
+report: "workflow/report/workflow.rst"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/pretrain.smk"
+include: "workflow/rules/infer.smk"
+include: "workflow/rules/entropy.smk"
+include: "workflow/rules/pseudo_labels.smk"
+include: "workflow/rules/selftrain.smk"
+include: "workflow/rules/evaluate.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        f"{RESULTS}/summary.csv",

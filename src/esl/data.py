@@ -1,0 +1,70 @@
+"""Torch datasets over dataset samples: images with ground-truth labels, or with pseudo-labels read from HDF5."""
+
+from __future__ import annotations
+
+import cv2
+import h5py
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from . import datasets
+from .h5io import read_names
+
+
+def to_tensor(image_bgr: np.ndarray, mean_bgr) -> torch.Tensor:
+    """Caffe-style input: BGR float, mean subtracted, no std (what ADVENT's weights expect)."""
+    x = image_bgr.astype(np.float32) - np.asarray(mean_bgr, dtype=np.float32)
+    return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
+
+
+class SegmentationSet(Dataset):
+    """Items are (image CHW float32, label HW int64 or None-as-empty, index).
+
+    labels: "gt" reads each sample's label file through its layout; "none" returns images only; a path to a pseudo-label
+    HDF5 file reads `label` by sample name from that file (resized with nearest to `size` when it differs).
+    Labels for training are read at `size`; for evaluation set `label_size=None` to keep each label at its own size.
+    """
+
+    def __init__(self, samples, layout: str, size, mean_bgr, num_classes: int, labels="gt", label_size="input"):
+        self.samples, self.layout, self.mean_bgr, self.num_classes = list(samples), layout, mean_bgr, num_classes
+        self.size = tuple(size) if size is not None else None
+        self.labels = labels
+        self.label_size = self.size if label_size == "input" else label_size
+        self._h5 = None
+        self._rows = None
+        if labels not in ("gt", "none"):
+            with h5py.File(labels, "r") as f:
+                names = read_names(f)
+            rows = {n: i for i, n in enumerate(names)}
+            missing = [s.name for s in self.samples if s.name not in rows]
+            if missing:
+                raise ValueError(f"{labels}: no pseudo-label for {len(missing)} images, e.g. {missing[0]!r}")
+            self._rows = [rows[s.name] for s in self.samples]
+
+    def __len__(self):
+        return len(self.samples)
+
+    def __getitem__(self, i):
+        s = self.samples[i]
+        image = to_tensor(datasets.read_image(s.image, self.size), self.mean_bgr)
+        if self.labels == "none":
+            label = torch.empty(0, dtype=torch.int64)
+        elif self.labels == "gt":
+            label = datasets.read_label(self.layout, s.label, self.label_size, num_classes=self.num_classes)
+            label = torch.from_numpy(label.astype(np.int64))
+        else:
+            if self._h5 is None:  # opened lazily so every DataLoader worker has its own handle
+                self._h5 = h5py.File(self.labels, "r")
+            label = self._h5["label"][self._rows[i]]
+            if self.label_size is not None and label.shape != tuple(self.label_size):
+                h, w = self.label_size
+                label = cv2.resize(label, (w, h), interpolation=cv2.INTER_NEAREST)
+            label = torch.from_numpy(label.astype(np.int64))
+        return image, label, i
+
+
+def collate_keep_labels(batch):
+    """Stack images; keep labels as a list (evaluation labels may differ in size)."""
+    images = torch.stack([b[0] for b in batch])
+    return images, [b[1] for b in batch], [b[2] for b in batch]

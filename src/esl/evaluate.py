@@ -1,0 +1,50 @@
+"""Evaluation on a labelled split: logits upsampled to each label's size, argmax, confusion matrix, IoU."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from .classes import CLASS_NAMES
+from .data import SegmentationSet, collate_keep_labels
+from .metrics import confusion_matrix, iou_from_confusion, mean_iou
+from .progress import Progress
+
+
+@torch.no_grad()
+def evaluate_model(model, samples, *, layout, size, mean_bgr, num_classes, batch_size=8, device="cpu", num_workers=0, log=None):
+    """Confusion matrix (C, C) over all pixels whose label != 255; labels are kept at their own resolution."""
+    dataset = SegmentationSet(samples, layout, size, mean_bgr, num_classes, labels="gt", label_size=None)
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_keep_labels)
+    model.to(device).eval()
+    conf = np.zeros((num_classes, num_classes), dtype=np.int64)
+    progress = Progress("evaluate", len(dataset), unit="img", stream=log)
+    for images, labels, _ in loader:
+        _, main = model(images.to(device, non_blocking=True))
+        for logits, label in zip(main, labels):
+            up = F.interpolate(logits[None].float(), size=label.shape, mode="bilinear", align_corners=True)
+            conf += confusion_matrix(label.to(device), up[0].argmax(0), num_classes)
+        progress.update(len(labels))
+    progress.done()
+    return conf
+
+
+def iou_table(conf: np.ndarray, class_names=CLASS_NAMES) -> pd.DataFrame:
+    """Per-class rows (class_id, class_name, iou in %, tp, fp, fn) and a last `mIoU` row."""
+    iou = iou_from_confusion(conf)
+    tp = np.diag(conf)
+    rows = pd.DataFrame(
+        {
+            "class_id": np.arange(len(iou)),
+            "class_name": list(class_names)[: len(iou)],
+            "iou": np.round(iou * 100, 2),
+            "tp": tp,
+            "fp": conf.sum(0) - tp,
+            "fn": conf.sum(1) - tp,
+        }
+    )
+    total = pd.DataFrame([{"class_id": -1, "class_name": "mIoU", "iou": mean_iou(iou), "tp": 0, "fp": 0, "fn": 0}])
+    return pd.concat([rows, total], ignore_index=True)

@@ -1,0 +1,32 @@
+# Entropy maps: softmax, upsampled probabilities, argmax, max-prob and normalised entropy per pixel.
+
+
+rule entropy:
+    message:
+        "Entropy maps of {wildcards.model}"
+    input:
+        logits=f"{RESULTS}/infer/{{model}}.h5",
+        index=f"{RESULTS}/index/target_train.csv",
+    output:
+        h5=f"{RESULTS}/entropy/{{model}}.h5",
+        pictures=report(
+            directory(f"{RESULTS}/entropy/{{model}}_pictures"),
+            patterns=["{name}.png"],
+            caption="../report/entropy.rst",
+            category="Entropy maps",
+            subcategory="{model}",
+        ),
+    params:
+        size=config["entropy"]["size"] or list(config["data"]["target"]["size"]),
+        pictures=config["entropy"]["pictures"],
+        batch_size=config["infer"]["batch_size"],
+    log:
+        f"{LOGS}/entropy_{{model}}.log",
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    conda:
+        ENV
+    script:
+        "../scripts/entropy.py"

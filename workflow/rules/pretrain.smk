@@ -1,0 +1,36 @@
+# Source pretraining of DeepLabv2 (or a given checkpoint, e.g. ADVENT's released model).
+
+
+rule pretrain:
+    message:
+        "Pretraining on the source domain ({params.train[method]})"
+    input:
+        source=f"{RESULTS}/index/source_train.csv",
+        # MinEnt/AdvEnt also see the (unlabelled) target images; source-only does not depend on them.
+        target=(
+            f"{RESULTS}/index/target_train.csv"
+            if config["pretrain"]["method"] != "source_only"
+            else []
+        ),
+    output:
+        f"{RESULTS}/pretrain/model.pt",
+    params:
+        model=model_params(),
+        train=config["pretrain"],
+        source=input_params("source"),
+        target=(
+            input_params("target")
+            if config["pretrain"]["method"] != "source_only"
+            else None
+        ),
+    log:
+        f"{LOGS}/pretrain.log",
+    threads: 2
+    resources:
+        gpu=1,
+        mem_mb=8000,
+        runtime=24 * 60,
+    conda:
+        ENV
+    script:
+        "../scripts/pretrain.py"

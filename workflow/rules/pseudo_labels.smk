@@ -1,0 +1,38 @@
+# Pseudo-labels: exact per-class thresholds (streaming), applied to the argmax maps. One file per method and round.
+
+
+rule pseudo_labels:
+    message:
+        "Pseudo-labels {wildcards.method} round {wildcards.k}"
+    input:
+        entropy=lambda wc: f"{RESULTS}/entropy/{previous_model(wc.method, wc.k)}.h5",
+        index=f"{RESULTS}/index/target_train.csv",
+    output:
+        h5=f"{RESULTS}/pseudo_labels/{{method}}_r{{k}}.h5",
+        thresholds=report(
+            f"{RESULTS}/pseudo_labels/{{method}}_r{{k}}_thresholds.csv",
+            caption="../report/thresholds.rst",
+            category="Pseudo-labels",
+            subcategory="Thresholds",
+        ),
+        quality=report(
+            f"{RESULTS}/pseudo_labels/{{method}}_r{{k}}_quality.csv",
+            caption="../report/quality.rst",
+            category="Pseudo-labels",
+            subcategory="Precision and coverage",
+        ),
+    params:
+        method=lambda wc: wc.method,
+        params=lambda wc: config["pseudo_labels"][wc.method],
+        layout=config["data"]["target"]["layout"],
+        num_classes=config["data"]["num_classes"],
+    log:
+        f"{LOGS}/pseudo_labels_{{method}}_r{{k}}.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=60,
+    conda:
+        ENV
+    script:
+        "../scripts/pseudo_labels.py"

@@ -1,0 +1,33 @@
+# Self-training on source labels and target pseudo-labels, one model per method and round.
+
+
+rule selftrain:
+    message:
+        "Self-training {wildcards.method} round {wildcards.k}"
+    input:
+        source=f"{RESULTS}/index/source_train.csv",
+        target=f"{RESULTS}/index/target_train.csv",
+        pseudo_labels=f"{RESULTS}/pseudo_labels/{{method}}_r{{k}}.h5",
+        init=(
+            f"{RESULTS}/pretrain/model.pt"
+            if config["selftrain"]["init"] == "pretrained"
+            else []
+        ),
+    output:
+        f"{RESULTS}/selftrain/{{method}}_r{{k}}/model.pt",
+    params:
+        model=model_params(),
+        train=config["selftrain"],
+        source=input_params("source"),
+        target=input_params("target"),
+    log:
+        f"{LOGS}/selftrain_{{method}}_r{{k}}.log",
+    threads: 2
+    resources:
+        gpu=1,
+        mem_mb=8000,
+        runtime=24 * 60,
+    conda:
+        ENV
+    script:
+        "../scripts/selftrain.py"

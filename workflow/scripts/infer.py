@@ -1,0 +1,30 @@
+"""Target-train logits of one model -> infer/{model}.h5."""
+
+import sys
+
+sys.stderr = sys.stdout = open(snakemake.log[0], "w", buffering=1)
+
+import torch
+
+from esl import datasets
+from esl.device import resolve_device
+from esl.h5io import provenance
+from esl.infer import infer_logits
+from esl.model import load_checkpoint
+
+torch.set_num_threads(snakemake.threads)
+p = snakemake.params
+tgt = p.target
+model, _ = load_checkpoint(snakemake.input.model, num_classes=tgt["num_classes"])
+samples = datasets.read_index(snakemake.input.index)
+infer_logits(
+    model,
+    samples,
+    layout=tgt["layout"],
+    size=tgt["size"],
+    mean_bgr=tgt["mean_bgr"],
+    out_h5=snakemake.output[0],
+    prov=provenance(dict(p), snakemake.input),
+    batch_size=p.batch_size,
+    device=resolve_device(),
+)

@@ -1,0 +1,38 @@
+"""Source pretraining (or adoption of a given checkpoint) -> model.pt."""
+
+import sys
+
+sys.stderr = sys.stdout = open(snakemake.log[0], "w", buffering=1)
+
+import torch
+
+from esl import datasets
+from esl.data import SegmentationSet
+from esl.device import resolve_device
+from esl.h5io import provenance
+from esl.model import initial_model, load_checkpoint, save_checkpoint
+from esl.train import TrainConfig, train
+
+torch.set_num_threads(snakemake.threads)
+p = snakemake.params
+src = p.source
+num_classes = src["num_classes"]
+model_kwargs = {k: v for k, v in p.model.items() if k != "init"}
+prov = provenance(dict(p), snakemake.input)
+
+if p.train.get("checkpoint"):
+    model, _ = load_checkpoint(p.train["checkpoint"], num_classes=num_classes)
+    print(f"using the given checkpoint {p.train['checkpoint']} (config pretrain.checkpoint); no training")
+else:
+    if p.train["method"] != "source_only":
+        raise ValueError(f"config pretrain.method: {p.train['method']!r} is not available yet; use 'source_only'")
+    cfg = TrainConfig.from_params(p.train)
+    model = initial_model(num_classes, p.model, cfg.seed)
+    source = SegmentationSet(
+        datasets.read_index(snakemake.input.source), src["layout"], src["size"], src["mean_bgr"], num_classes
+    )
+    device = resolve_device()
+    print(f"pretraining on {len(source)} source images, {cfg.iters} iterations, device {device}")
+    stats = train(model, source, None, cfg, device)
+    print(f"final mean losses: {stats}")
+save_checkpoint(snakemake.output[0], model.cpu(), model_kwargs, prov)
