@@ -15,7 +15,9 @@ from .progress import Progress
 
 
 @torch.no_grad()
-def evaluate_model(model, samples, *, layout, size, mean_bgr, num_classes, batch_size=8, device="cpu", num_workers=0, log=None):
+def evaluate_model(
+    model, samples, *, layout, size, mean_bgr, num_classes, batch_size=8, device="cpu", num_workers=0, log=None
+):
     """Confusion matrix (C, C) over all pixels whose label != 255; labels are kept at their own resolution."""
     dataset = SegmentationSet(samples, layout, size, mean_bgr, num_classes, labels="gt", label_size=None)
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_keep_labels)

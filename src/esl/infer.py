@@ -11,7 +11,9 @@ from .progress import Progress
 
 
 @torch.no_grad()
-def infer_logits(model, samples, *, layout, size, mean_bgr, out_h5, prov, batch_size=8, device="cpu", num_workers=0, log=None):
+def infer_logits(
+    model, samples, *, layout, size, mean_bgr, out_h5, prov, batch_size=8, device="cpu", num_workers=0, log=None
+):
     """Run `model` on every sample; write `logits` float16 (N, C, h, w) with one chunk per image, and `names`."""
     dataset = SegmentationSet(samples, layout, size, mean_bgr, model.num_classes, labels="none")
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, pin_memory=device.type == "cuda")

@@ -106,7 +106,9 @@ def train(model, source, target, cfg: TrainConfig, device, log=None, start_iter:
     if optimizer is None:
         optimizer = make_optimizer(model, cfg)
     horizon = cfg.poly_iters or cfg.iters
-    src_batches = iter(_loader(source, BatchSchedule(len(source), cfg.batch_size, cfg.seed, start_iter, cfg.iters), cfg.num_workers))
+    src_batches = iter(
+        _loader(source, BatchSchedule(len(source), cfg.batch_size, cfg.seed, start_iter, cfg.iters), cfg.num_workers)
+    )
     tgt_batches = None
     if target is not None:
         sched = BatchSchedule(len(target), cfg.batch_size, cfg.seed + 10_000_019, start_iter, cfg.iters)
@@ -126,11 +128,11 @@ def train(model, source, target, cfg: TrainConfig, device, log=None, start_iter:
             aux_t, main_t = model(images_t.to(device, non_blocking=True))
             loss_t = seg_loss(aux_t, main_t, labels_t.to(device, non_blocking=True), cfg.aux_weight)
             loss = loss + cfg.target_weight * loss_t
-            running["target"] += float(loss_t)
+            running["target"] += loss_t.item()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        running["source"] += float(loss_s)
+        running["source"] += loss_s.item()
         seen += 1
         extra = f" loss_src {running['source'] / seen:.4f}"
         if tgt_batches is not None:

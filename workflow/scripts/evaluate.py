@@ -27,5 +27,5 @@ conf = evaluate_model(
     device=resolve_device(),
 )
 table = iou_table(conf)
-write_csv(table, snakemake.output[0], provenance(dict(p), snakemake.input))
+write_csv(table, snakemake.output[0], provenance(dict(p.items()), snakemake.input))
 print(table.to_string(index=False))

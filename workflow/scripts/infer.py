@@ -24,7 +24,7 @@ infer_logits(
     size=tgt["size"],
     mean_bgr=tgt["mean_bgr"],
     out_h5=snakemake.output[0],
-    prov=provenance(dict(p), snakemake.input),
+    prov=provenance(dict(p.items()), snakemake.input),
     batch_size=p.batch_size,
     device=resolve_device(),
 )

@@ -18,7 +18,7 @@ p = snakemake.params
 src = p.source
 num_classes = src["num_classes"]
 model_kwargs = {k: v for k, v in p.model.items() if k != "init"}
-prov = provenance(dict(p), snakemake.input)
+prov = provenance(dict(p.items()), snakemake.input)
 
 if p.train.get("checkpoint"):
     model, _ = load_checkpoint(p.train["checkpoint"], num_classes=num_classes)

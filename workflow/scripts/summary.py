@@ -12,5 +12,5 @@ from esl.summary import summarize
 evals = {Path(f).stem: f for f in snakemake.input.evals}
 quality = {Path(f).name.removesuffix("_quality.csv"): f for f in snakemake.input.quality}
 table = summarize(snakemake.params.models, evals, quality)
-write_csv(table, snakemake.output[0], provenance(dict(snakemake.params), snakemake.input))
+write_csv(table, snakemake.output[0], provenance(dict(snakemake.params.items()), snakemake.input))
 print(table.to_string(index=False))

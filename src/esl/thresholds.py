@@ -1,0 +1,186 @@
+"""Exact per-class rank selection over streamed float32 values, in memory independent of the data size.
+
+Non-negative float32 values order like their uint32 bit patterns. Pass 1 histograms the high 16 bits of every value
+per class; `plan` finds, for each class, the high-bits bucket holding the wanted rank and the rank inside it; pass 2
+histograms the low 16 bits of only the values in that bucket; `result` reads the exact value off the second
+histogram. Memory: two (C, 65536) int64 histograms, whatever the number of values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import numpy as np
+
+BITS = 16
+BUCKETS = 1 << BITS
+_INF_BITS = 0x7F800000  # +inf; everything from here up is inf, NaN or negative
+_NEG_ZERO_BITS = 0x80000000
+
+
+def rank_index(n: int, q: float) -> int:
+    """The ESL reference index into the ascending values of a class: ``int(np.round(q * n))``, clipped to n - 1.
+
+    ``np.round`` rounds half to even, so q = 0.5 picks ``x[round_half_even(n / 2)]`` exactly as the reference code
+    (for n = 1: x[0]; n = 2: x[1]; n = 3: x[2]; n = 5: x[2]). Returns -1 when n == 0.
+    """
+    if not 0.0 <= q <= 1.0:
+        raise ValueError(f"q must be in [0, 1], got {q}")
+    n = int(n)
+    if n <= 0:
+        return -1
+    return min(int(np.round(q * n)), n - 1)
+
+
+def _bits_and_classes(values, classes, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Validated uint32 bit patterns (−0.0 mapped to +0.0) and int64 class ids, both flat."""
+    values = np.ascontiguousarray(values, dtype=np.float32).ravel()
+    classes = np.asarray(classes).ravel()
+    if values.shape != classes.shape:
+        raise ValueError(f"{values.size} values for {classes.size} class ids")
+    if not np.issubdtype(classes.dtype, np.integer):
+        raise ValueError(f"class ids must be integers, got {classes.dtype}")
+    if values.size == 0:
+        return np.empty(0, np.uint32), np.empty(0, np.int64)
+    raw = values.view(np.uint32)
+    bad = (raw >= _INF_BITS) & (raw != _NEG_ZERO_BITS)
+    if bad.any():
+        v = values[bad]
+        raise ValueError(
+            f"values must be finite and >= 0: {int(np.isnan(v).sum())} NaN, {int(np.isinf(v).sum())} infinite, "
+            f"{int((v < 0).sum())} negative"
+        )
+    lo, hi = int(classes.min()), int(classes.max())
+    if lo < 0 or hi >= num_classes:
+        raise ValueError(f"class ids must be in [0, {num_classes}), got range [{lo}, {hi}]")
+    return raw & np.uint32(0x7FFFFFFF), classes.astype(np.int64, copy=False)
+
+
+class StreamingRank:
+    """Exact rank selection per class over float32 values >= 0, fed in chunks, in two passes.
+
+    Usage: ``add`` every chunk (pass 1), ``plan(ranks)``, ``add_second`` the very same chunks (pass 2), ``result()``.
+    NaN, infinite and negative values raise ValueError; −0.0 counts as +0.0. `hist_hi` and `hist_lo` are
+    (num_classes, 65536) int64 whatever the amount of data.
+    """
+
+    def __init__(self, num_classes: int):
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        self.num_classes = int(num_classes)
+        self.hist_hi = np.zeros((self.num_classes, BUCKETS), dtype=np.int64)
+        self.hist_lo = np.zeros((self.num_classes, BUCKETS), dtype=np.int64)
+        self._second_counts = np.zeros(self.num_classes, dtype=np.int64)
+        self._bucket: np.ndarray | None = None  # (C,) chosen high-bits bucket, -1 for none
+        self._inner: np.ndarray | None = None  # (C,) rank inside the bucket
+
+    def _histogram(self, index: np.ndarray) -> np.ndarray:
+        return np.bincount(index, minlength=self.num_classes * BUCKETS).reshape(self.num_classes, BUCKETS)
+
+    def add(self, values, classes) -> None:
+        """Pass 1: count the high 16 bits of `values` per class."""
+        if self._bucket is not None:
+            raise RuntimeError("add() after plan(): pass 1 is over")
+        bits, cls = _bits_and_classes(values, classes, self.num_classes)
+        if bits.size:
+            self.hist_hi += self._histogram(cls * BUCKETS + (bits >> BITS).astype(np.int64))
+
+    def counts(self) -> np.ndarray:
+        """(C,) int64 number of values per class seen in pass 1."""
+        return self.hist_hi.sum(axis=1)
+
+    def plan(self, ranks) -> None:
+        """Choose, per class, the bucket holding the 0-indexed ascending rank ``ranks[c]`` (-1: no rank wanted)."""
+        ranks = np.asarray(ranks, dtype=np.int64).ravel()
+        if ranks.shape != (self.num_classes,):
+            raise ValueError(f"need {self.num_classes} ranks, got {ranks.size}")
+        counts = self.counts()
+        wrong = (ranks < -1) | (ranks >= counts)
+        if wrong.any():
+            c = int(np.flatnonzero(wrong)[0])
+            raise ValueError(f"class {c}: rank {int(ranks[c])} outside [-1, {int(counts[c])})")
+        bucket = np.full(self.num_classes, -1, dtype=np.int64)
+        inner = np.zeros(self.num_classes, dtype=np.int64)
+        for c in np.flatnonzero(ranks >= 0):
+            cum = np.cumsum(self.hist_hi[c])
+            b = int(np.searchsorted(cum, ranks[c], side="right"))  # first bucket with cumulative count > rank
+            bucket[c] = b
+            inner[c] = ranks[c] - (cum[b - 1] if b > 0 else 0)
+        self._bucket, self._inner = bucket, inner
+        self.hist_lo[:] = 0
+        self._second_counts[:] = 0
+
+    def add_second(self, values, classes) -> None:
+        """Pass 2: count the low 16 bits of the values that fall in their class's chosen bucket."""
+        if self._bucket is None:
+            raise RuntimeError("add_second() before plan()")
+        bits, cls = _bits_and_classes(values, classes, self.num_classes)
+        if not bits.size:
+            return
+        self._second_counts += np.bincount(cls, minlength=self.num_classes)
+        sel = (bits >> BITS).astype(np.int64) == self._bucket[cls]
+        if sel.any():
+            self.hist_lo += self._histogram(cls[sel] * BUCKETS + (bits[sel] & np.uint32(BUCKETS - 1)).astype(np.int64))
+
+    def result(self) -> np.ndarray:
+        """(C,) float32 exact values at the planned ranks; NaN where no rank was planned."""
+        if self._bucket is None:
+            raise RuntimeError("result() before plan()")
+        if not np.array_equal(self._second_counts, self.counts()):
+            raise RuntimeError("pass 2 saw a different number of values per class than pass 1")
+        out = np.full(self.num_classes, np.nan, dtype=np.float32)
+        for c in np.flatnonzero(self._bucket >= 0):
+            b = int(self._bucket[c])
+            if self.hist_lo[c].sum() != self.hist_hi[c, b]:
+                raise RuntimeError(f"class {c}: pass 2 saw different values than pass 1")
+            lo = int(np.searchsorted(np.cumsum(self.hist_lo[c]), self._inner[c], side="right"))
+            out[c] = np.array([(b << BITS) | lo], dtype=np.uint32).view(np.float32)[0]
+        return out
+
+
+def ascending_ranks(counts: np.ndarray, q: float, descending: bool) -> np.ndarray:
+    """(C,) 0-indexed ascending ranks `rank_index(n_c, q)` (from the top when `descending`), -1 where n_c == 0."""
+    ranks = np.array([rank_index(n, q) for n in counts], dtype=np.int64)
+    if descending:  # rank r counted from the top is ascending rank n - 1 - r
+        ranks = np.where(ranks >= 0, counts - 1 - ranks, -1)
+    return ranks
+
+
+def class_thresholds(
+    passes: Callable[[], Iterable[tuple[np.ndarray, np.ndarray]]],
+    num_classes: int,
+    q: float = 0.5,
+    descending: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-class thresholds ``x[rank_index(n, q)]`` of the values of each class, exactly, in two streamed passes.
+
+    `passes()` must yield the same (values, classes) chunks each time it is called. With `descending` the rank is
+    counted from the largest value (ascending rank n - 1 - r). Returns (thresholds float64 (C,) holding exact float32
+    values, 0.0 where n == 0; counts int64 (C,)).
+    """
+    sr = StreamingRank(num_classes)
+    for values, classes in passes():
+        sr.add(values, classes)
+    counts = sr.counts()
+    sr.plan(ascending_ranks(counts, q, descending))
+    for values, classes in passes():
+        sr.add_second(values, classes)
+    thresholds = np.nan_to_num(sr.result().astype(np.float64), nan=0.0)
+    return thresholds, counts
+
+
+def class_thresholds_sorted(
+    values, classes, num_classes: int, q: float = 0.5, descending: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """Reference for `class_thresholds`: a plain sort per class, same rule and same return values."""
+    values = np.asarray(values, dtype=np.float32).ravel() + np.float32(0.0)  # -0.0 -> +0.0
+    classes = np.asarray(classes).ravel()
+    thresholds = np.zeros(num_classes, dtype=np.float64)
+    counts = np.zeros(num_classes, dtype=np.int64)
+    for c in range(num_classes):
+        x = np.sort(values[classes == c])
+        counts[c] = x.size
+        r = rank_index(x.size, q)
+        if r >= 0:
+            thresholds[c] = x[x.size - 1 - r] if descending else x[r]
+    return thresholds, counts

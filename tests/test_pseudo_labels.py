@@ -1,0 +1,285 @@
+import json
+import os
+
+import h5py
+import numpy as np
+import pytest
+
+from esl.classes import CLASS_NAMES
+from esl.h5io import STRING, read_csv, read_names, read_provenance
+from esl.pseudo_labels import (
+    METHODS,
+    QUALITY_COLUMNS,
+    THRESHOLD_COLUMNS,
+    apply_thresholds,
+    compute_thresholds,
+    method_params,
+    pseudo_labels_h5,
+)
+
+C = 5
+
+
+def write_entropy(path, label, entropy, max_prob, names):
+    n, h, w = label.shape
+    with h5py.File(path, "w") as f:
+        f.create_dataset("label", data=label.astype(np.uint8), chunks=(1, h, w))
+        f.create_dataset("entropy", data=entropy.astype(np.float32), chunks=(1, h, w))
+        f.create_dataset("max_prob", data=max_prob.astype(np.float32), chunks=(1, h, w))
+        f.create_dataset("names", data=np.array(names, dtype=object), dtype=STRING)
+        f.attrs["provenance"] = json.dumps({})
+
+
+def brute_force_thresholds(label, values, num_classes, method, params):
+    """Plain-sort reference of the ESL/MPSL rules (float32 post-processing, as the reference's float32 arrays)."""
+    t = np.zeros(num_classes, np.float32)
+    for c in range(num_classes):
+        x = np.sort(values[label == c].astype(np.float32))
+        if x.size:
+            t[c] = x[min(int(round(0.5 * x.size)), x.size - 1)]  # Python round is half-to-even too
+    if method == "esl":
+        t = np.maximum(t, np.float32(params.get("floor", 0.1)))
+    else:
+        t = np.minimum(t, np.float32(params.get("cap", 0.9)))
+    return t
+
+
+def synthetic(rng, n=7, h=6, w=8, ties=True):
+    label = rng.integers(0, C - 1, size=(n, h, w)).astype(np.uint8)  # class C-1 never predicted
+    entropy = rng.random((n, h, w), dtype=np.float32)
+    max_prob = rng.random((n, h, w), dtype=np.float32)
+    if ties:
+        entropy[rng.random((n, h, w)) < 0.3] = np.float32(0.25)
+        max_prob[rng.random((n, h, w)) < 0.3] = np.float32(0.75)
+        entropy[0, 0, :3] = 0.0
+    return label, entropy, max_prob
+
+
+def test_apply_thresholds_ties_and_ignore():
+    label = np.array([[0, 0, 1, 1, 2]], np.uint8)
+    values = np.float32([[0.2, 0.3, 0.5, 0.4, 0.1]])
+    t = np.float32([0.2, 0.5, 0.05])
+    np.testing.assert_array_equal(apply_thresholds(label, values, t, "le"), [[0, 255, 1, 1, 255]])
+    np.testing.assert_array_equal(apply_thresholds(label, values, t, "ge"), [[0, 0, 1, 255, 2]])
+    assert apply_thresholds(label, values, t).dtype == np.uint8
+    # labels without a threshold are ignored
+    np.testing.assert_array_equal(apply_thresholds(np.uint8([7]), np.float32([0.0]), t, "le"), [255])
+    with pytest.raises(ValueError):
+        apply_thresholds(label, values, t, "lt")
+
+
+def test_esl_floor_and_mpsl_cap_small_case(tmp_path):
+    # class 0: entropies [0.01, 0.02, 0.05, 0.08] -> x[round(2)] = 0.05 -> floor lifts it to 0.1: all four kept
+    # class 1: entropies [0.3, 0.6, 0.9, 0.95]    -> x[2] = 0.9: 0.95 dropped, 0.9 kept (tie, <=)
+    # class 2: entropies [0.4, 0.7]               -> x[1] = 0.7: both kept
+    label = np.uint8([[[0, 0, 0, 0, 1, 1, 1, 1, 2, 2]]])
+    entropy = np.float32([[[0.01, 0.02, 0.05, 0.08, 0.3, 0.6, 0.9, 0.95, 0.4, 0.7]]])
+    # max-probs: class 0 [0.99, 0.95, 0.97, 0.91] -> x[2] = 0.97 -> capped at 0.9: all kept
+    #            class 1 [0.5, 0.6, 0.4, 0.45] -> sorted [0.4, 0.45, 0.5, 0.6], x[2] = 0.5: keeps 0.5 (tie) and 0.6
+    #            class 2 [0.8, 0.3] -> x[1] = 0.8: keeps 0.8
+    max_prob = np.float32([[[0.99, 0.95, 0.97, 0.91, 0.5, 0.6, 0.4, 0.45, 0.8, 0.3]]])
+    ent_h5 = tmp_path / "e.h5"
+    write_entropy(ent_h5, label, entropy, max_prob, ["x"])
+
+    t, counts = compute_thresholds(ent_h5, "esl", {}, 3)
+    np.testing.assert_array_equal(t, np.float32([0.1, 0.9, 0.7]))
+    np.testing.assert_array_equal(counts, [4, 4, 2])
+    t, _ = compute_thresholds(ent_h5, "mpsl", {}, 3)
+    np.testing.assert_array_equal(t, np.float32([0.9, 0.5, 0.8]))
+
+    outs = {}
+    for method in ("esl", "mpsl"):
+        out = tmp_path / f"{method}.h5"
+        pseudo_labels_h5(
+            ent_h5,
+            out,
+            method=method,
+            params={},
+            prov={"m": method},
+            gt_labels=None,
+            quality_csv=tmp_path / f"{method}_q.csv",
+            thresholds_csv=tmp_path / f"{method}_t.csv",
+            num_classes=3,
+        )
+        with h5py.File(out, "r") as f:
+            outs[method] = f["label"][0, 0]
+    np.testing.assert_array_equal(outs["esl"], [0, 0, 0, 0, 1, 1, 1, 255, 2, 2])
+    np.testing.assert_array_equal(outs["mpsl"], [0, 0, 0, 0, 1, 1, 255, 255, 2, 255])
+
+
+def test_floor_is_float32_and_inclusive(tmp_path):
+    # a pixel whose entropy is exactly float32(0.1) is kept by the floored threshold
+    label = np.uint8([[[0, 0, 0]]])
+    entropy = np.float32([[[0.0, 0.0, 0.1]]])
+    ent_h5 = tmp_path / "e.h5"
+    write_entropy(ent_h5, label, entropy, entropy, ["x"])
+    res = pseudo_labels_h5(
+        ent_h5,
+        tmp_path / "p.h5",
+        method="esl",
+        params={"floor": 0.1},
+        prov={},
+        gt_labels=None,
+        quality_csv=tmp_path / "q.csv",
+        thresholds_csv=tmp_path / "t.csv",
+        num_classes=2,
+    )
+    assert res["thresholds"][0] == np.float32(0.1)
+    with h5py.File(tmp_path / "p.h5", "r") as f:
+        np.testing.assert_array_equal(f["label"][0, 0], [0, 0, 0])
+
+
+def test_method_table():
+    assert set(METHODS) >= {"esl", "mpsl"}
+    assert method_params("esl", None) == {"q": 0.5, "floor": 0.1}
+    assert method_params("mpsl", {"cap": 0.8}) == {"q": 0.5, "cap": 0.8}
+    with pytest.raises(ValueError):
+        method_params("esl", {"cap": 0.8})
+    with pytest.raises(ValueError):
+        method_params("nope", {})
+
+
+@pytest.mark.parametrize("method", ["esl", "mpsl"])
+def test_h5_to_h5_vs_brute_force(tmp_path, method):
+    rng = np.random.default_rng(0 if method == "esl" else 1)
+    label, entropy, max_prob = synthetic(rng)
+    names = [f"img{i}" for i in range(label.shape[0])]
+    ent_h5 = tmp_path / "entropy.h5"
+    write_entropy(ent_h5, label, entropy, max_prob, names)
+    gt = rng.integers(0, C, size=label.shape).astype(np.uint8)
+    agree = rng.random(label.shape) < 0.6
+    gt[agree] = label[agree]
+    gt[rng.random(label.shape) < 0.15] = 255
+    gt_of = dict(zip(names, gt))
+
+    params = {"floor": 0.3} if method == "esl" else {"cap": 0.6}
+    out = tmp_path / "pl" / f"{method}_r1.h5"
+    q_csv, t_csv = tmp_path / "pl" / "q.csv", tmp_path / "pl" / "t.csv"
+    prov = {"config": {"method": method, "params": params}, "config_hash": "h"}
+    pseudo_labels_h5(
+        ent_h5,
+        out,
+        method=method,
+        params=params,
+        prov=prov,
+        gt_labels=gt_of.__getitem__,
+        quality_csv=q_csv,
+        thresholds_csv=t_csv,
+        num_classes=C,
+        chunk_images=3,
+    )
+
+    values = entropy if method == "esl" else max_prob
+    t = brute_force_thresholds(label, values, C, method, params)
+    keep = values <= t[label] if method == "esl" else values >= t[label]
+    want = np.where(keep, label, 255).astype(np.uint8)
+
+    with h5py.File(out, "r") as f:
+        assert set(f.keys()) == {"label", "names"}
+        d = f["label"]
+        assert d.dtype == np.uint8 and d.shape == label.shape and d.chunks == (1,) + label.shape[1:]
+        np.testing.assert_array_equal(d[()], want)
+        assert read_names(f) == names
+        assert f.attrs["method"] == method
+        thr = f.attrs["thresholds"]
+        assert thr.dtype == np.float64 and thr.shape == (C,)
+        np.testing.assert_array_equal(thr, t.astype(np.float64))
+    assert read_provenance(out) == prov
+    assert read_provenance(q_csv) == prov and read_provenance(t_csv) == prov
+    assert sorted(os.listdir(out.parent)) == sorted([out.name, "q.csv", "t.csv"])  # no temp leftovers
+
+    tdf = read_csv(t_csv)
+    assert list(tdf.columns) == THRESHOLD_COLUMNS
+    np.testing.assert_array_equal(tdf["class_id"], np.arange(C))
+    assert list(tdf["class_name"]) == list(CLASS_NAMES[:C])
+    np.testing.assert_array_equal(tdf["n_pixels"], np.bincount(label.ravel(), minlength=C))
+    np.testing.assert_array_equal(tdf["n_kept"], np.bincount(want[want != 255], minlength=C))
+    np.testing.assert_array_equal(tdf["threshold"].to_numpy().astype(np.float32), t)
+
+    # quality by brute-force counting, pixel by pixel
+    qdf = read_csv(q_csv)
+    assert list(qdf.columns) == QUALITY_COLUMNS
+    assert list(qdf["class_id"]) == list(range(C)) + [-1] and qdf["class_name"].iloc[-1] == "all"
+    tot_kept = tot_correct = tot_valid = 0
+    for c in range(C):
+        kept = correct = in_gt = 0
+        for pl, g in zip(want.ravel(), gt.ravel()):
+            if g == 255:
+                continue
+            kept += pl == c
+            correct += (pl == c) and (g == c)
+            in_gt += g == c
+        row = qdf.iloc[c]
+        assert (row.n_kept, row.n_correct, row.n_gt) == (kept, correct, in_gt)
+        assert np.isclose(row.precision, correct / kept) if kept else np.isnan(row.precision)
+        assert np.isclose(row.coverage, correct / in_gt) if in_gt else np.isnan(row.coverage)
+        tot_kept, tot_correct = tot_kept + kept, tot_correct + correct
+    tot_valid = int((gt != 255).sum())
+    row = qdf.iloc[-1]
+    assert (row.n_kept, row.n_correct, row.n_gt) == (tot_kept, tot_correct, tot_valid)
+    assert np.isclose(row.precision, tot_correct / tot_kept)
+    assert np.isclose(row.coverage, tot_kept / tot_valid)
+
+
+def test_quality_without_gt_is_nan(tmp_path):
+    rng = np.random.default_rng(2)
+    label, entropy, max_prob = synthetic(rng, n=2)
+    ent_h5 = tmp_path / "e.h5"
+    write_entropy(ent_h5, label, entropy, max_prob, ["a", "b"])
+    q_csv = tmp_path / "q.csv"
+    pseudo_labels_h5(
+        ent_h5,
+        tmp_path / "p.h5",
+        method="mpsl",
+        params={},
+        prov={},
+        gt_labels=None,
+        quality_csv=q_csv,
+        thresholds_csv=tmp_path / "t.csv",
+        num_classes=C,
+    )
+    qdf = read_csv(q_csv)
+    assert list(qdf.columns) == QUALITY_COLUMNS and len(qdf) == C + 1
+    assert qdf[["n_kept", "n_correct", "n_gt", "precision", "coverage"]].isna().all().all()
+
+
+def test_failure_midway_leaves_no_output(tmp_path):
+    rng = np.random.default_rng(3)
+    label, entropy, max_prob = synthetic(rng, n=6)
+    names = [f"i{k}" for k in range(6)]
+    ent_h5 = tmp_path / "e.h5"
+    write_entropy(ent_h5, label, entropy, max_prob, names)
+    out_dir = tmp_path / "out"
+
+    def gt_labels(name):
+        if name == "i4":
+            raise RuntimeError("disk on fire")
+        return np.zeros(label.shape[1:], np.uint8)
+
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        pseudo_labels_h5(
+            ent_h5,
+            out_dir / "p.h5",
+            method="esl",
+            params={},
+            prov={},
+            gt_labels=gt_labels,
+            quality_csv=out_dir / "q.csv",
+            thresholds_csv=out_dir / "t.csv",
+            num_classes=C,
+            chunk_images=2,
+        )
+    assert not out_dir.exists() or os.listdir(out_dir) == []
+
+
+def test_bad_entropy_file(tmp_path):
+    label, entropy, max_prob = synthetic(np.random.default_rng(4), n=3)
+    entropy[2, 1, 1] = np.nan
+    ent_h5 = tmp_path / "e.h5"
+    write_entropy(ent_h5, label, entropy, max_prob, ["a", "b", "c"])
+    kw = dict(prov={}, gt_labels=None, quality_csv=tmp_path / "q.csv", thresholds_csv=tmp_path / "t.csv")
+    with pytest.raises(ValueError, match="e.h5"):
+        pseudo_labels_h5(ent_h5, tmp_path / "p.h5", method="esl", params={}, num_classes=C, **kw)
+    with pytest.raises(ValueError, match="class ids"):  # labels beyond num_classes
+        pseudo_labels_h5(ent_h5, tmp_path / "p.h5", method="mpsl", params={}, num_classes=2, **kw)
+    assert sorted(os.listdir(tmp_path)) == ["e.h5"]
