@@ -1,0 +1,173 @@
+"""The workflow end to end on a tiny toy config, and what re-runs after a change (Snakemake's Python API)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import yaml
+from snakemake.api import SnakemakeApi
+from snakemake.settings.types import ConfigSettings, DAGSettings, OutputSettings, Quietness, ResourceSettings
+
+from esl.h5io import read_csv, read_provenance
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+
+TINY = {
+    "experiment": "tiny",
+    "toy": {
+        "root": "data/toy",
+        "seed": 0,
+        "height": 32,
+        "width": 64,
+        "n_source": 8,
+        "n_target_train": 6,
+        "n_target_val": 4,
+        "shift": 1.0,
+    },
+    "data": {
+        "num_classes": 19,
+        "mean_bgr": [104.0, 117.0, 123.0],
+        "source": {"layout": "trainids", "root": "data/toy/source", "split": "train", "size": [32, 64]},
+        "target": {
+            "layout": "trainids",
+            "root": "data/toy/target",
+            "train_split": "train",
+            "val_split": "val",
+            "size": [32, 64],
+        },
+    },
+    "model": {"layers": [1, 1, 1, 1], "width": 4, "init": None},
+    "pretrain": {"method": "source_only", "checkpoint": None, "iters": 2, "batch_size": 2, "lr": 0.01},
+    "infer": {"batch_size": 4},
+    "entropy": {"size": None, "pictures": 2},
+    "pseudo_labels": {"methods": ["esl", "mpsl"], "esl": {"floor": 0.1}, "mpsl": {"cap": 0.9}},
+    "selftrain": {"rounds": 1, "init": "same_as_pretrain", "iters": 2, "batch_size": 2, "lr": 0.01},
+    "evaluate": {"batch_size": 4},
+}
+
+
+def write_config(workdir: Path, config: dict) -> Path:
+    path = workdir / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def planned_jobs(workdir: Path, config: dict | None = None, forcerun=()) -> list[str]:
+    """Jobs a dry run would execute, as `rule:wildcards`."""
+    with SnakemakeApi(OutputSettings(quiet={Quietness.ALL})) as api:
+        wf = api.workflow(
+            resource_settings=ResourceSettings(cores=1),
+            config_settings=ConfigSettings(configfiles=[workdir / "config.yaml"], config=config or {}),
+            snakefile=REPO / "Snakefile",
+            workdir=workdir,
+        )
+        wf.dag(DAGSettings(forcerun=set(forcerun))).execute_workflow(executor="dryrun")
+        jobs = wf._workflow.dag.needrun_jobs(exclude_finished=False)
+        return sorted(
+            f"{j.rule.name}:{','.join(f'{k}={v}' for k, v in j.wildcards.items())}".rstrip(":")
+            for j in jobs
+            if j.rule.name != "all"
+        )
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("tiny")
+    write_config(workdir, TINY)
+    proc = subprocess.run(
+        [*SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--configfile", "config.yaml", "--cores", "2", "-q"],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return workdir
+
+
+def test_end_to_end_artifacts_and_layouts(tiny_run):
+    res = tiny_run / "results/tiny"
+    summary = read_csv(res / "summary.csv")
+    assert list(summary["model"]) == ["pretrain", "esl_r1", "mpsl_r1"]
+    assert summary["mIoU"].between(0, 100).all()
+    assert np.isnan(summary.loc[0, "pl_precision"]) and summary.loc[1:, "pl_precision"].notna().all()
+
+    with h5py.File(res / "infer/pretrain.h5") as f:
+        assert f["logits"].dtype == np.float16 and f["logits"].shape == (6, 19, 5, 9)
+        assert f["logits"].chunks == (1, 19, 5, 9)
+        names = [n.decode() for n in f["names"][()]]
+    with h5py.File(res / "entropy/pretrain.h5") as f:
+        assert f["label"].dtype == np.uint8 and f["label"].shape == (6, 32, 64)
+        assert f["entropy"].shape == f["max_prob"].shape == (6, 32, 64)
+        assert [n.decode() for n in f["names"][()]] == names
+        assert not np.isnan(f["entropy"][()]).any()
+    for method in ("esl", "mpsl"):
+        with h5py.File(res / f"pseudo_labels/{method}_r1.h5") as f:
+            assert f.attrs["method"] == method and f.attrs["thresholds"].shape == (19,)
+            assert f["label"].dtype == np.uint8 and f["label"].shape == (6, 32, 64)
+        thresholds = read_csv(res / f"pseudo_labels/{method}_r1_thresholds.csv")
+        assert len(thresholds) == 19
+    assert len(list((res / "entropy/pretrain_pictures").glob("*.png"))) == 2
+    prov = read_provenance(res / "pseudo_labels/esl_r1.h5")
+    assert prov["config"]["params"] == {"floor": 0.1}
+    assert "results/tiny/entropy/pretrain.h5" in prov["inputs"]
+    assert not list(res.rglob("*.tmp-*"))
+    for log in (res / "logs").iterdir():
+        assert log.stat().st_size > 0, log
+
+
+def test_nothing_to_do_after_a_full_run(tiny_run):
+    assert planned_jobs(tiny_run) == []
+
+
+def test_changing_the_esl_floor_reruns_only_esl_downstream(tiny_run):
+    config = {"pseudo_labels": {"methods": ["esl", "mpsl"], "esl": {"floor": 0.3}, "mpsl": {"cap": 0.9}}}
+    assert planned_jobs(tiny_run, config) == [
+        "evaluate:model=esl_r1",
+        "pseudo_labels:method=esl,k=1",
+        "selftrain:method=esl,k=1",
+        "summary",
+    ]
+
+
+def test_forcerun_entropy_spares_inference_and_pretraining(tiny_run):
+    jobs = planned_jobs(tiny_run, forcerun=["entropy"])
+    assert jobs == [
+        "entropy:model=pretrain",
+        "evaluate:model=esl_r1",
+        "evaluate:model=mpsl_r1",
+        "pseudo_labels:method=esl,k=1",
+        "pseudo_labels:method=mpsl,k=1",
+        "selftrain:method=esl,k=1",
+        "selftrain:method=mpsl,k=1",
+        "summary",
+    ]
+
+
+def test_bad_config_value_is_refused_with_the_key_named(tmp_path):
+    bad = yaml.safe_load(yaml.safe_dump(TINY))
+    bad["pseudo_labels"]["esl"]["floor"] = 1.5
+    write_config(tmp_path, bad)
+    proc = subprocess.run(
+        [*SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--configfile", "config.yaml", "-n"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    assert "floor" in out and "1.5" in out
+
+
+def test_envs_match_setup_cfg():
+    import configparser
+
+    cfg = configparser.ConfigParser()
+    cfg.read(REPO / "setup.cfg")
+    required = sorted(x.strip() for x in cfg["options"]["install_requires"].strip().splitlines())
+    env = yaml.safe_load((REPO / "envs/esl.yaml").read_text())
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    assert sorted(pip) == required
