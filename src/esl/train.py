@@ -97,47 +97,86 @@ def _loader(dataset, schedule: BatchSchedule, num_workers: int):
     )
 
 
-def train(model, source, target, cfg: TrainConfig, device, log=None, start_iter: int = 0, optimizer=None) -> dict:
-    """Train `model` in place for iterations start_iter..cfg.iters−1; returns loss statistics.
+class Adapter:
+    """Extra target-side training terms (MinEnt, AdvEnt) plugged into `train`.
 
-    source, target: datasets yielding (image, label, index); target may be None (source-only pretraining).
+    `target_loss` is added to the target loss before its backward pass; `update` runs after the segmentation
+    network's optimiser step with detached outputs of both domains (e.g. to train discriminators)."""
+
+    def target_loss(self, aux_t, main_t, it: int) -> torch.Tensor | float:
+        return 0.0
+
+    def update(self, src_outputs, tgt_outputs, it: int) -> dict:
+        return {}
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+def train(
+    model,
+    source,
+    target,
+    cfg: TrainConfig,
+    device,
+    log=None,
+    start_iter: int = 0,
+    optimizer=None,
+    adapter: Adapter | None = None,
+) -> dict:
+    """Train `model` in place for iterations start_iter..cfg.iters−1; returns mean losses.
+
+    source, target: datasets yielding (image, label, index). target may be None (source-only pretraining); a target
+    whose labels are empty tensors (images only) contributes only the adapter's terms.
     """
     model.to(device).train()
     if optimizer is None:
         optimizer = make_optimizer(model, cfg)
     horizon = cfg.poly_iters or cfg.iters
-    src_batches = iter(
-        _loader(source, BatchSchedule(len(source), cfg.batch_size, cfg.seed, start_iter, cfg.iters), cfg.num_workers)
-    )
+    src_sched = BatchSchedule(len(source), cfg.batch_size, cfg.seed, start_iter, cfg.iters)
+    src_batches = iter(_loader(source, src_sched, cfg.num_workers))
     tgt_batches = None
     if target is not None:
-        sched = BatchSchedule(len(target), cfg.batch_size, cfg.seed + 10_000_019, start_iter, cfg.iters)
-        tgt_batches = iter(_loader(target, sched, cfg.num_workers))
+        # An unrelated seed offset: the target order must not mirror the source order.
+        tgt_sched = BatchSchedule(len(target), cfg.batch_size, cfg.seed + 10_000_019, start_iter, cfg.iters)
+        tgt_batches = iter(_loader(target, tgt_sched, cfg.num_workers))
     progress = Progress("train", cfg.iters - start_iter, unit="it", stream=log)
-    running = {"source": 0.0, "target": 0.0}
+    running: dict[str, float] = {}
     seen = 0
     for it in range(start_iter, cfg.iters):
         for group in optimizer.param_groups:
             group["lr"] = poly_lr(group["initial_lr"], it, horizon, cfg.power)
+        optimizer.zero_grad(set_to_none=True)
         images, labels, _ = next(src_batches)
         aux, main = model(images.to(device, non_blocking=True))
         loss_s = seg_loss(aux, main, labels.to(device, non_blocking=True), cfg.aux_weight)
-        loss = loss_s
+        loss_s.backward()  # before the target pass, so only one domain's graph is alive at a time
+        terms = {"src": loss_s.item()}
         if tgt_batches is not None:
             images_t, labels_t, _ = next(tgt_batches)
             aux_t, main_t = model(images_t.to(device, non_blocking=True))
-            loss_t = seg_loss(aux_t, main_t, labels_t.to(device, non_blocking=True), cfg.aux_weight)
-            loss = loss + cfg.target_weight * loss_t
-            running["target"] += loss_t.item()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+            loss_t = torch.zeros((), device=device)
+            if labels_t.numel():
+                ce_t = seg_loss(aux_t, main_t, labels_t.to(device, non_blocking=True), cfg.aux_weight)
+                loss_t = loss_t + cfg.target_weight * ce_t
+                terms["tgt"] = ce_t.item()
+            if adapter is not None:
+                extra = adapter.target_loss(aux_t, main_t, it)
+                loss_t = loss_t + extra
+                terms["adapt"] = float(extra.detach()) if torch.is_tensor(extra) else float(extra)
+            if loss_t.requires_grad:
+                loss_t.backward()
         optimizer.step()
-        running["source"] += loss_s.item()
+        if adapter is not None and tgt_batches is not None:
+            detach = lambda out: tuple(None if o is None else o.detach() for o in out)  # noqa: E731
+            terms.update(adapter.update(detach((aux, main)), detach((aux_t, main_t)), it))
+        for k, v in terms.items():
+            running[k] = running.get(k, 0.0) + v
         seen += 1
-        extra = f" loss_src {running['source'] / seen:.4f}"
-        if tgt_batches is not None:
-            extra += f" loss_tgt {running['target'] / seen:.4f}"
-        progress.update(1, extra=extra)
+        progress.update(1, extra="".join(f" loss_{k} {v / seen:.4f}" for k, v in running.items()))
     progress.done()
     return {k: v / max(seen, 1) for k, v in running.items()}
 
