@@ -7,6 +7,7 @@ sys.stderr = sys.stdout = open(snakemake.log[0], "w", buffering=1)
 import torch
 
 from esl import datasets
+from esl.adapt import adapter_params, build_adapter
 from esl.data import SegmentationSet
 from esl.device import resolve_device
 from esl.h5io import provenance
@@ -24,15 +25,24 @@ if p.train.get("checkpoint"):
     model, _ = load_checkpoint(p.train["checkpoint"], num_classes=num_classes)
     print(f"using the given checkpoint {p.train['checkpoint']} (config pretrain.checkpoint); no training")
 else:
-    if p.train["method"] != "source_only":
-        raise ValueError(f"config pretrain.method: {p.train['method']!r} is not available yet; use 'source_only'")
     cfg = TrainConfig.from_params(p.train)
     model = initial_model(num_classes, p.model, cfg.seed)
     source = SegmentationSet(
         datasets.read_index(snakemake.input.source), src["layout"], src["size"], src["mean_bgr"], num_classes
     )
     device = resolve_device()
-    print(f"pretraining on {len(source)} source images, {cfg.iters} iterations, device {device}")
-    stats = train(model, source, None, cfg, device)
+    method, tgt, target = p.train["method"], p.target, None
+    adapter = build_adapter(method, adapter_params(p.train, src["size"], tgt and tgt["size"]), num_classes, device)
+    if adapter is not None:  # MinEnt/AdvEnt: target images without labels
+        target = SegmentationSet(
+            datasets.read_index(snakemake.input.target),
+            tgt["layout"],
+            tgt["size"],
+            tgt["mean_bgr"],
+            num_classes,
+            labels="none",
+        )
+    print(f"pretraining ({method}) on {len(source)} source images, {cfg.iters} iterations, device {device}")
+    stats = train(model, source, target, cfg, device, adapter=adapter)
     print(f"final mean losses: {stats}")
 save_checkpoint(snakemake.output[0], model.cpu(), model_kwargs, prov)

@@ -7,6 +7,7 @@ sys.stderr = sys.stdout = open(snakemake.log[0], "w", buffering=1)
 import torch
 
 from esl import datasets
+from esl.adapt import adapter_params, build_adapter
 from esl.data import SegmentationSet
 from esl.device import resolve_device
 from esl.h5io import provenance
@@ -38,6 +39,11 @@ target = SegmentationSet(
 )
 device = resolve_device()
 print(f"self-training on {len(source)} source + {len(target)} target images, {cfg.iters} iterations, device {device}")
-stats = train(model, source, target, cfg, device)
+# The reference keeps AdvEnt's adversarial terms while self-training (config selftrain.adversarial).
+adapter = None
+if p.train.get("adversarial", False):
+    adapter = build_adapter("advent", adapter_params(p.train, src["size"], tgt["size"]), num_classes, device)
+print(f"adversarial (AdvEnt) terms: {'on' if adapter is not None else 'off'}")
+stats = train(model, source, target, cfg, device, adapter=adapter)
 print(f"final mean losses: {stats}")
 save_checkpoint(snakemake.output[0], model.cpu(), model_kwargs, provenance(dict(p.items()), snakemake.input))
