@@ -12,6 +12,8 @@ rule pretrain:
             if config["pretrain"]["method"] != "source_only"
             else []
         ),
+        # A given model (config pretrain.checkpoint, e.g. ADVENT's released one): a new file re-runs what follows.
+        checkpoint=config["pretrain"].get("checkpoint") or [],
     output:
         f"{RESULTS}/pretrain/model.pt",
     params:

@@ -11,7 +11,8 @@ from esl.adapt import adapter_params, build_adapter
 from esl.data import SegmentationSet
 from esl.device import resolve_device
 from esl.h5io import provenance
-from esl.model import initial_model, load_checkpoint, save_checkpoint
+from esl.model import initial_model, save_checkpoint
+from esl.pretrained import load_pretrained
 from esl.train import TrainConfig, train
 
 torch.set_num_threads(snakemake.threads)
@@ -22,7 +23,8 @@ model_kwargs = {k: v for k, v in p.model.items() if k != "init"}
 prov = provenance(dict(p.items()), snakemake.input)
 
 if p.train.get("checkpoint"):
-    model, _ = load_checkpoint(p.train["checkpoint"], num_classes=num_classes)
+    # our model.pt or a raw ADVENT state dict (e.g. the released gta2cityscapes_advent.pth)
+    model, model_kwargs = load_pretrained(p.train["checkpoint"], num_classes, p.model)
     print(f"using the given checkpoint {p.train['checkpoint']} (config pretrain.checkpoint); no training")
 else:
     cfg = TrainConfig.from_params(p.train)
