@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from .classes import CLASS_NAMES
+from . import datasets
 from .data import SegmentationSet, collate_keep_labels
 from .metrics import confusion_matrix, iou_from_confusion, mean_iou
 from .progress import Progress
@@ -34,19 +34,30 @@ def evaluate_model(
     return conf
 
 
-def iou_table(conf: np.ndarray, class_names=CLASS_NAMES) -> pd.DataFrame:
-    """Per-class rows (class_id, class_name, iou in %, tp, fp, fn) and a last `mIoU` row."""
+def iou_table(conf: np.ndarray, class_names=None) -> pd.DataFrame:
+    """Per-class rows (class_id, class_name, iou in %, tp, fp, fn), then the mean rows (class_id < 0).
+
+    Names default to the label space of the class count (`esl.datasets.class_names`: the 19 Cityscapes trainIds, the
+    16 SYNTHIA classes). Mean rows: `mIoU` over all classes (mIoU-16 for 16 classes) and, for the 16 SYNTHIA
+    classes, `mIoU-13` over the 13 without wall, fence and pole (class_id -2), the two numbers SYNTHIA results report.
+    """
     iou = iou_from_confusion(conf)
+    names = list(class_names) if class_names is not None else list(datasets.class_names(len(iou)))
+    if len(names) != len(iou):
+        raise ValueError(f"{len(names)} class names for {len(iou)} classes")
     tp = np.diag(conf)
     rows = pd.DataFrame(
         {
             "class_id": np.arange(len(iou)),
-            "class_name": list(class_names)[: len(iou)],
+            "class_name": names,
             "iou": np.round(iou * 100, 2),
             "tp": tp,
             "fp": conf.sum(0) - tp,
             "fn": conf.sum(1) - tp,
         }
     )
-    total = pd.DataFrame([{"class_id": -1, "class_name": "mIoU", "iou": mean_iou(iou), "tp": 0, "fp": 0, "fn": 0}])
+    means = [{"class_id": -1, "class_name": "mIoU", "iou": mean_iou(iou)}]
+    if len(iou) == len(datasets.CLASS_NAMES_16) and names == list(datasets.CLASS_NAMES_16):
+        means.append({"class_id": -2, "class_name": "mIoU-13", "iou": mean_iou(iou, datasets.CLASSES_13)})
+    total = pd.DataFrame([dict(m, tp=0, fp=0, fn=0) for m in means])
     return pd.concat([rows, total], ignore_index=True)

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from .classes import CLASS_NAMES, IGNORE
+from .datasets import CLASS_NAMES_16
 from .h5io import create_h5, read_names, write_csv, write_names
 from .progress import Progress
 from .thresholds import StreamingRank, ascending_ranks
@@ -88,7 +89,10 @@ def apply_thresholds(label: np.ndarray, values: np.ndarray, thresholds: np.ndarr
     return np.where(kept, label, IGNORE).astype(np.uint8)
 
 
-def class_name(c: int) -> str:
+def class_name(c: int, num_classes: int = len(CLASS_NAMES)) -> str:
+    """Name of class c: the 16 SYNTHIA classes when there are 16, the Cityscapes trainIds otherwise."""
+    if num_classes == len(CLASS_NAMES_16):
+        return CLASS_NAMES_16[c]
     return CLASS_NAMES[c] if c < len(CLASS_NAMES) else f"class_{c}"
 
 
@@ -234,7 +238,7 @@ def _write_csvs(thresholds, counts, kept, quality, thresholds_csv, quality_csv, 
     """Write the thresholds CSV and the quality CSV (see `pseudo_labels_h5`); return the quality table."""
     num_classes = len(thresholds)
     ids = list(range(num_classes)) + [-1]
-    names_c = [class_name(c) for c in range(num_classes)] + ["all"]
+    names_c = [class_name(c, num_classes) for c in range(num_classes)] + ["all"]
     thr_df = pd.DataFrame(
         {"class_id": ids[:-1], "class_name": names_c[:-1], "n_pixels": counts, "n_kept": kept, "threshold": thresholds}
     )

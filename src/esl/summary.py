@@ -1,4 +1,5 @@
-"""The summary table: one row per model with mIoU, per-class IoU and the quality of its training pseudo-labels."""
+"""The summary table: one row per model with mIoU (and mIoU-13 for SYNTHIA's 16 classes), per-class IoU and the
+quality of its training pseudo-labels."""
 
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ def summarize(models, evals: dict, quality: dict) -> pd.DataFrame:
     for model in models:
         table = read_csv(evals[model])
         per_class = table[table["class_id"] >= 0]
-        row = {"model": model, "mIoU": float(table.loc[table["class_name"] == "mIoU", "iou"].iloc[0])}
+        row = {"model": model}
+        for _, mean in table[table["class_id"] < 0].iterrows():  # mIoU, and mIoU-13 for the 16 SYNTHIA classes
+            row[str(mean["class_name"])] = float(mean["iou"])
         row.update({f"iou_{n}": v for n, v in zip(per_class["class_name"], per_class["iou"])})
         row["pl_precision"], row["pl_coverage"] = np.nan, np.nan
         if model in quality:
