@@ -20,12 +20,13 @@ def advent_state_dict(num_classes, layers, width, seed=0):
     g = torch.Generator().manual_seed(seed)
     sd = collections.OrderedDict()
 
-    def conv(name, cout, cin, k):
-        sd[f"{name}.weight"] = torch.randn(cout, cin, k, k, generator=g)
+    def conv(name, cout, cin, k):  # scaled by 1/sqrt(fan-in) so that the network's outputs stay finite
+        sd[f"{name}.weight"] = torch.randn(cout, cin, k, k, generator=g) / (cin * k * k) ** 0.5
 
     def bn(name, c):
-        for s in ("weight", "bias", "running_mean"):
-            sd[f"{name}.{s}"] = torch.randn(c, generator=g)
+        sd[f"{name}.weight"] = torch.rand(c, generator=g) + 0.5
+        sd[f"{name}.bias"] = torch.randn(c, generator=g) * 0.1
+        sd[f"{name}.running_mean"] = torch.randn(c, generator=g) * 0.1
         sd[f"{name}.running_var"] = torch.rand(c, generator=g) + 0.5
 
     conv("conv1", width, 3, 7)
