@@ -5,6 +5,7 @@ the whole target-train set, n = len(x), t_c = x[rank_index(n, q)] (q = 0.5; 0 wh
 
 * `esl`:  t_c = max(t_c, floor) (floor 0.1), keep a pixel's argmax if entropy <= t_c of its class;
 * `mpsl`: t_c = min(t_c, cap) (cap 0.9), keep a pixel's argmax if max_prob >= t_c of its class;
+* `cbst`: on max-prob counted from the top, t_c = x_desc[rank_index(n, p)] (p = 0.2), keep if max_prob >= t_c;
 
 other pixels get 255. Thresholds are computed exactly with `esl.thresholds.StreamingRank` and post-processed in
 float32 (so the floor is float32(0.1), as with the reference's float32 arrays); comparisons are against those exact
@@ -55,7 +56,9 @@ METHODS: dict[str, Method] = {
     "mpsl": Method(
         "max_prob", "q", False, lambda t, p: np.minimum(t, np.float32(p["cap"])), "ge", {"q": 0.5, "cap": 0.9}
     ),
-    # A CBST-like rule would be: "cbst": Method("max_prob", "p", True, lambda t, p: t, "ge", {"p": 0.2}),
+    # CBST (class-balanced self-training, Zou et al. ECCV 2018): t_c = the max-prob at the top-p fraction of class c's
+    # pixels, i.e. x_desc[rank_index(n, p)] of the descending values; keep if max_prob >= t_c.
+    "cbst": Method("max_prob", "p", True, lambda t, p: t, "ge", {"p": 0.2}),
 }
 
 

@@ -23,7 +23,7 @@ rule pseudo_labels:
         ),
     params:
         method=lambda wc: wc.method,
-        params=lambda wc: config["pseudo_labels"][wc.method],
+        params=lambda wc: config["pseudo_labels"].get(wc.method) or {},
         layout=config["data"]["target"]["layout"],
         num_classes=config["data"]["num_classes"],
     log:
