@@ -6,14 +6,21 @@ target pseudo-labels, each term CE(main) + aux_weight·CE(aux)).
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
+from torch import nn
 from torch.utils.data import DataLoader, Sampler
 
 from .classes import IGNORE
 from .progress import Progress
+from .resume import Preempted, ResumeError, ResumeFile, rng_state, set_rng_state
+
+BATCHNORM_MODES = ("train", "frozen", "sync")
 
 
 @dataclass
@@ -30,6 +37,10 @@ class TrainConfig:
     target_weight: float = 1.0
     seed: int = 1234
     num_workers: int = 0
+    # BatchNorm: "train" = statistics of each process's batch (ADVENT; affine frozen either way), "frozen" = running
+    # statistics, never updated (eval-mode BN), "sync" = statistics of the global batch across processes.
+    batchnorm: str = "train"
+    log_interval: float = 10.0  # seconds between progress lines
 
     @classmethod
     def from_params(cls, params: dict) -> TrainConfig:
@@ -41,11 +52,15 @@ class BatchSchedule(Sampler):
     """Deterministic batches: batch i holds positions i·B .. i·B+B−1 of a stream of per-epoch permutations.
 
     Epoch e is `randperm(n)` seeded with `seed + e`, so batch i depends only on (n, B, seed, i): training can resume at
-    any iteration with the same data order.
+    any iteration with the same data order. With `world` processes, process `rank` takes positions rank, rank+world, …
+    of each global batch of B, so the union over the processes is the single-process batch.
     """
 
-    def __init__(self, n: int, batch_size: int, seed: int, start: int, stop: int):
+    def __init__(self, n: int, batch_size: int, seed: int, start: int, stop: int, rank: int = 0, world: int = 1):
+        if batch_size % world:
+            raise ValueError(f"batch size {batch_size} is not divisible by the number of processes {world}")
         self.n, self.batch_size, self.seed, self.start, self.stop = n, batch_size, seed, start, stop
+        self.rank, self.world = rank, world
         self._perm_epoch, self._perm = None, None
 
     def _at(self, position: int) -> int:
@@ -56,7 +71,7 @@ class BatchSchedule(Sampler):
         return self._perm[offset]
 
     def batch(self, i: int) -> list[int]:
-        return [self._at(i * self.batch_size + j) for j in range(self.batch_size)]
+        return [self._at(i * self.batch_size + j) for j in range(self.rank, self.batch_size, self.world)]
 
     def __iter__(self):
         for i in range(self.start, self.stop):
@@ -126,41 +141,86 @@ def train(
     start_iter: int = 0,
     optimizer=None,
     adapter: Adapter | None = None,
+    resume: ResumeFile | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> dict:
     """Train `model` in place for iterations start_iter..cfg.iters−1; returns mean losses.
 
     source, target: datasets yielding (image, label, index). target may be None (source-only pretraining); a target
     whose labels are empty tensors (images only) contributes only the adapter's terms.
+
+    resume: where to keep the resumable state. An existing state is loaded first (training continues after its
+    iteration); a new one is written every `resume.every` iterations and when `stop()` turns true, after which
+    `Preempted` is raised. Resumed runs end with the same weights as uninterrupted ones.
+
+    Distributed (torch.distributed initialised, one process per device): the model runs under
+    DistributedDataParallel, each process takes its share of every global batch (`BatchSchedule`), the losses are
+    normalised by the global count of labelled pixels, and the processes agree every iteration on whether to stop.
     """
-    model.to(device).train()
+    rank, world = _world()
+    log = log if log is not None else sys.stderr
+    model.to(device)
+    if cfg.batchnorm not in BATCHNORM_MODES:
+        raise ValueError(f"batchnorm: {cfg.batchnorm!r} is not one of {', '.join(BATCHNORM_MODES)}")
+    if cfg.batchnorm == "sync" and world > 1:
+        nn.SyncBatchNorm.convert_sync_batchnorm(model)  # in place below the top module; same parameters and buffers
+    set_train_mode(model, cfg.batchnorm)
     if optimizer is None:
         optimizer = make_optimizer(model, cfg)
+    running: dict[str, float] = {}
+    seen = 0
+    if resume is not None:
+        state = resume.load(map_location="cpu")  # load_state_dict puts each tensor where its counterpart is
+        if state is not None:
+            if len(state["rng"]) != world:
+                raise ResumeError(
+                    f"{resume.path}: saved by {len(state['rng'])} processes, now {world}; delete it to start over"
+                )
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            if adapter is not None:
+                adapter.load_state_dict(state["adapter"])
+            set_rng_state(state["rng"][rank])
+            running, seen, start_iter = dict(state["running"]), int(state["seen"]), int(state["iteration"])
+            if rank == 0:
+                print(f"resuming from {resume.path} after iteration {start_iter}/{cfg.iters}", file=log, flush=True)
+    net = model
+    if world > 1:
+        model = nn.parallel.DistributedDataParallel(
+            net,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            # without the aux loss the aux head gets no gradient from the segmentation loss
+            find_unused_parameters=bool(getattr(net, "multi_level", False) and not cfg.aux_weight),
+        )
     horizon = cfg.poly_iters or cfg.iters
-    src_sched = BatchSchedule(len(source), cfg.batch_size, cfg.seed, start_iter, cfg.iters)
+    src_sched = BatchSchedule(len(source), cfg.batch_size, cfg.seed, start_iter, cfg.iters, rank, world)
     src_batches = iter(_loader(source, src_sched, cfg.num_workers))
     tgt_batches = None
     if target is not None:
         # An unrelated seed offset: the target order must not mirror the source order.
-        tgt_sched = BatchSchedule(len(target), cfg.batch_size, cfg.seed + 10_000_019, start_iter, cfg.iters)
+        tgt_sched = BatchSchedule(
+            len(target), cfg.batch_size, cfg.seed + 10_000_019, start_iter, cfg.iters, rank, world
+        )
         tgt_batches = iter(_loader(target, tgt_sched, cfg.num_workers))
-    progress = Progress("train", cfg.iters - start_iter, unit="it", stream=log)
-    running: dict[str, float] = {}
-    seen = 0
+    progress = Progress(
+        "train", cfg.iters - start_iter, unit="it", interval=cfg.log_interval, stream=log if rank == 0 else _NULL
+    )
     for it in range(start_iter, cfg.iters):
         for group in optimizer.param_groups:
             group["lr"] = poly_lr(group["initial_lr"], it, horizon, cfg.power)
         optimizer.zero_grad(set_to_none=True)
         images, labels, _ = next(src_batches)
+        images_t, labels_t, _ = next(tgt_batches) if tgt_batches is not None else (None, None, None)
+        scale_s, scale_t = _loss_scales(labels, labels_t, world, device)
         aux, main = model(images.to(device, non_blocking=True))
-        loss_s = seg_loss(aux, main, labels.to(device, non_blocking=True), cfg.aux_weight)
+        loss_s = seg_loss(aux, main, labels.to(device, non_blocking=True), cfg.aux_weight) * scale_s
         loss_s.backward()  # before the target pass, so only one domain's graph is alive at a time
         terms = {"src": loss_s.item()}
         if tgt_batches is not None:
-            images_t, labels_t, _ = next(tgt_batches)
             aux_t, main_t = model(images_t.to(device, non_blocking=True))
             loss_t = torch.zeros((), device=device)
             if labels_t.numel():
-                ce_t = seg_loss(aux_t, main_t, labels_t.to(device, non_blocking=True), cfg.aux_weight)
+                ce_t = seg_loss(aux_t, main_t, labels_t.to(device, non_blocking=True), cfg.aux_weight) * scale_t
                 loss_t = loss_t + cfg.target_weight * ce_t
                 terms["tgt"] = ce_t.item()
             if adapter is not None:
@@ -173,12 +233,80 @@ def train(
         if adapter is not None and tgt_batches is not None:
             detach = lambda out: tuple(None if o is None else o.detach() for o in out)  # noqa: E731
             terms.update(adapter.update(detach((aux, main)), detach((aux_t, main_t)), it))
+        want_stop = bool(stop is not None and stop())
+        if world > 1:  # one small all-reduce: the processes stop together and log the global losses
+            keys = sorted(terms)
+            packed = torch.tensor([float(want_stop)] + [terms[k] for k in keys], dtype=torch.float64, device=device)
+            dist.all_reduce(packed)
+            want_stop = bool(packed[0].item() > 0)
+            terms = dict(zip(keys, (packed[1:] / world).tolist()))
         for k, v in terms.items():
             running[k] = running.get(k, 0.0) + v
         seen += 1
         progress.update(1, extra="".join(f" loss_{k} {v / seen:.4f}" for k, v in running.items()))
+        done = it + 1
+        if done == cfg.iters:
+            break
+        if resume is not None and (want_stop or done % resume.every == 0):
+            state = {"iteration": done, "running": running, "seen": seen}
+            _save_state(resume, state, net, optimizer, adapter, rank, world)
+        if want_stop:
+            where = f"state saved to {resume.path}" if resume is not None else "no resumable state kept"
+            raise Preempted(f"training stopped on request after iteration {done}/{cfg.iters}; {where}")
     progress.done()
     return {k: v / max(seen, 1) for k, v in running.items()}
+
+
+def set_train_mode(model: nn.Module, batchnorm: str = "train") -> None:
+    """model.train(), with BatchNorm layers in eval mode (running statistics, not updated) when `frozen`."""
+    model.train()
+    if batchnorm == "frozen":
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.eval()
+
+
+def _world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _loss_scales(labels, labels_t, world: int, device) -> tuple[float, float]:
+    """Factors that turn each process's loss (mean over its own labelled pixels) into its share of the mean over the
+    global batch's labelled pixels: DDP averages gradients over processes, so world·local/global. 1 when alone."""
+    if world == 1:
+        return 1.0, 1.0
+    local = [float((lab != IGNORE).sum()) if lab is not None else 0.0 for lab in (labels, labels_t)]
+    total = torch.tensor(local, dtype=torch.float64, device=device)
+    dist.all_reduce(total)
+    return tuple(world * n / max(t, 1.0) for n, t in zip(local, total.tolist()))
+
+
+def _save_state(resume: ResumeFile, state: dict, net, optimizer, adapter, rank: int, world: int) -> None:
+    """Every process hands its RNG states to process 0, which writes the file; the others wait for it."""
+    rng = rng_state()
+    states = [rng]
+    if world > 1:
+        states = [None] * world if rank == 0 else None
+        dist.gather_object(rng, states, dst=0)
+    if rank == 0:
+        state = dict(state, model=net.state_dict(), optimizer=optimizer.state_dict(), rng=states)
+        state["adapter"] = adapter.state_dict() if adapter is not None else {}
+        resume.save(state)
+    if world > 1:
+        dist.barrier()
+
+
+class _NullStream:
+    def write(self, text):
+        return len(text)
+
+    def flush(self):
+        pass
+
+
+_NULL = _NullStream()
 
 
 def make_optimizer(model, cfg: TrainConfig) -> torch.optim.Optimizer:

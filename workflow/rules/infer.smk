@@ -1,25 +1,83 @@
 # Target inference: each model's main-head logits on every target-train image, at native resolution, cached.
+# With infer.shards = K > 1, K independent jobs each infer a contiguous run of whole batches, and a gather job
+# concatenates them into the same file an unsharded run writes.
+
+SHARDS = int(config["infer"].get("shards", 1))
 
 
-rule infer:
-    message:
-        "Inferring target-train logits of {wildcards.model}"
-    input:
-        model=lambda wc: checkpoint_path(wc.model),
-        index=f"{RESULTS}/index/target_train.csv",
-    output:
-        f"{RESULTS}/infer/{{model}}.h5",
-    params:
-        target=input_params("target"),
-        batch_size=config["infer"]["batch_size"],
-    log:
-        f"{LOGS}/infer_{{model}}.log",
-    threads: 2
-    resources:
-        gpu=1,
-        mem_mb=8000,
-        runtime=120,
-    conda:
-        ENV
-    script:
-        "../scripts/infer.py"
+if SHARDS == 1:
+
+    rule infer:
+        input:
+            model=lambda wc: checkpoint_path(wc.model),
+            index=f"{RESULTS}/index/target_train.csv",
+        output:
+            f"{RESULTS}/infer/{{model}}.h5",
+        log:
+            f"{LOGS}/infer_{{model}}.log",
+        conda:
+            ENV
+        threads: 2
+        resources:
+            gpu=1,
+            mem_mb=8000,
+            runtime=120,
+        params:
+            target=input_params("target"),
+            batch_size=config["infer"]["batch_size"],
+        message:
+            "Inferring target-train logits of {wildcards.model}"
+        script:
+            "../scripts/infer.py"
+
+else:
+
+    rule infer_shard:
+        input:
+            model=lambda wc: checkpoint_path(wc.model),
+            index=f"{RESULTS}/index/target_train.csv",
+        output:
+            temp(f"{RESULTS}/infer/{{model}}.shard{{shard}}of{SHARDS}.h5"),
+        log:
+            f"{LOGS}/infer_{{model}}.shard{{shard}}of{SHARDS}.log",
+        wildcard_constraints:
+            shard=r"\d+",
+        conda:
+            ENV
+        threads: 2
+        resources:
+            gpu=1,
+            mem_mb=8000,
+            runtime=120,
+        params:
+            target=input_params("target"),
+            batch_size=config["infer"]["batch_size"],
+            shard=lambda wc: [int(wc.shard), SHARDS],
+        message:
+            f"Inferring target-train logits of {{wildcards.model}}, shard {{wildcards.shard}} of {SHARDS}"
+        script:
+            "../scripts/infer.py"
+
+    rule infer_gather:
+        input:
+            shards=lambda wc: [
+                f"{RESULTS}/infer/{wc.model}.shard{i}of{SHARDS}.h5"
+                for i in range(SHARDS)
+            ],
+            index=f"{RESULTS}/index/target_train.csv",
+        output:
+            f"{RESULTS}/infer/{{model}}.h5",
+        log:
+            f"{LOGS}/infer_{{model}}_gather.log",
+        conda:
+            ENV
+        threads: 1
+        resources:
+            mem_mb=2000,
+            runtime=60,
+        params:
+            shards=SHARDS,
+        message:
+            f"Gathering the {SHARDS} inference shards of {{wildcards.model}}"
+        script:
+            "../scripts/infer_gather.py"

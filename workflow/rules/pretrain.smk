@@ -29,7 +29,7 @@ rule pretrain:
         f"{LOGS}/pretrain.log",
     threads: 2
     resources:
-        gpu=1,
+        gpu=config["pretrain"].get("gpus", 1),  # > 1: DistributedDataParallel under torchrun
         mem_mb=8000,
         runtime=24 * 60,
     conda:

@@ -24,7 +24,7 @@ rule selftrain:
         f"{LOGS}/selftrain_{{method}}_r{{k}}.log",
     threads: 2
     resources:
-        gpu=1,
+        gpu=config["selftrain"].get("gpus", 1),  # > 1: DistributedDataParallel under torchrun
         mem_mb=8000,
         runtime=24 * 60,
     conda:

@@ -1,4 +1,4 @@
-"""Target-train logits of one model -> infer/{model}.h5."""
+"""Target-train logits of one model -> infer/{model}.h5 (or one shard of it: infer/{model}.shard{i}of{K}.h5)."""
 
 import sys
 
@@ -11,12 +11,21 @@ from esl.device import resolve_device
 from esl.h5io import provenance
 from esl.infer import infer_logits
 from esl.model import load_checkpoint
+from esl.shards import shard_slice
 
 torch.set_num_threads(snakemake.threads)
 p = snakemake.params
 tgt = p.target
 model, _ = load_checkpoint(snakemake.input.model, num_classes=tgt["num_classes"])
 samples = datasets.read_index(snakemake.input.index)
+if p.get("shard"):
+    i, k = p.shard
+    try:
+        part = shard_slice(len(samples), i, k, p.batch_size)
+    except ValueError as e:
+        raise ValueError(f"config infer.shards={k}: {e}") from None
+    print(f"shard {i} of {k}: images {part.start}..{part.stop - 1} of {len(samples)}")
+    samples = samples[part]
 infer_logits(
     model,
     samples,

@@ -1,0 +1,145 @@
+"""Preemption-safe training: killed and resumed runs end with the same weights as an uninterrupted run."""
+
+import io
+import random
+import signal
+
+import pytest
+import torch
+from helpers import cli, train_spec, write_spec
+
+from esl.resume import EXIT_PREEMPTED, ResumeError, ResumeFile, StopSignals, rng_state, set_rng_state
+from esl.train_cli import launch, resume_params, run
+
+ITERS, EVERY = 24, 5
+
+
+def weights(path):
+    return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+
+
+def run_until(proc, count):
+    """Read the job's log until its progress line `train {count}/…`; returns the lines read."""
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if line.startswith("train ") and int(line.split()[1].split("/")[0]) >= count:
+            return lines
+    raise AssertionError("training ended before the kill point:\n" + "".join(lines))
+
+
+def finish(proc):
+    out = proc.stdout.read()
+    proc.wait(timeout=60)
+    return out
+
+
+def run_here(spec):
+    """Run a job in this process (same single thread as the subprocesses); returns its log."""
+    threads = torch.get_num_threads()
+    log = io.StringIO()
+    try:
+        assert run(spec, log=log) == 0, log.getvalue()
+    finally:
+        torch.set_num_threads(threads)
+    return log.getvalue()
+
+
+def final_losses(log: str) -> list[str]:
+    return [line for line in log.splitlines() if line.startswith("final mean losses")]
+
+
+def test_killed_and_resumed_runs_equal_an_uninterrupted_run(tmp_path):
+    """Self-training (source + target pseudo-labels) interrupted three times at random iterations (SIGTERM, SIGKILL,
+    SIGUSR1), resumed after each, then resumed to the end: the weights (BatchNorm buffers included) and the mean losses
+    are bit-identical to one uninterrupted run's. SIGKILL saves nothing, so that resume starts from the last periodic
+    save and repeats the iterations after it."""
+    extra = {"log_interval": 0, "save_every": EVERY, "iters": ITERS}
+    ref = train_spec(tmp_path, "selftrain", "ref", **extra)
+    ref_log = run_here(ref)
+    assert final_losses(ref_log), ref_log
+
+    spec = train_spec(tmp_path, "selftrain", "run", **extra)
+    path = write_spec(spec, tmp_path / "run.json")
+    state_path = tmp_path / "run/resume/state.pt"
+    rnd = random.Random(0)
+    done = 0
+    for sig in (signal.SIGTERM, signal.SIGKILL, signal.SIGUSR1):
+        if sig == signal.SIGKILL:  # past the next periodic save: that save is complete once the next line is out
+            kill_at = (done // EVERY + 1) * EVERY + rnd.randint(1, 2)
+        else:
+            kill_at = done + rnd.randint(1, 4)
+        proc = cli(path)
+        lines = run_until(proc, kill_at - done)
+        assert any("resuming from" in line for line in lines) == (done > 0)
+        proc.send_signal(sig)
+        lines += finish(proc).splitlines()
+        saved = torch.load(state_path, weights_only=True)["iteration"]
+        if sig == signal.SIGKILL:
+            assert proc.returncode == -signal.SIGKILL
+            assert saved % EVERY == 0 and done < saved < kill_at
+        else:
+            assert proc.returncode == EXIT_PREEMPTED, lines
+            assert kill_at <= saved < ITERS
+            assert any(f"after iteration {saved}/{ITERS}" in line for line in lines), lines
+        assert not (tmp_path / "run/model.pt").exists()
+        done = saved
+    log = run_here(spec)
+    assert f"resuming from {state_path} after iteration {done}/{ITERS}" in log
+    assert final_losses(log) == final_losses(ref_log)
+
+    a, b = weights(tmp_path / "ref/model.pt"), weights(tmp_path / "run/model.pt")
+    assert list(a) == list(b)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert not state_path.exists() and not state_path.parent.exists()  # deleted once model.pt is written
+
+
+def test_a_damaged_state_is_refused_and_kept(tmp_path):
+    spec = train_spec(tmp_path, iters=3)
+    state = tmp_path / "run/resume/state.pt"
+    state.parent.mkdir(parents=True)
+    state.write_bytes(b"not a checkpoint")
+    with pytest.raises(ResumeError) as e:
+        launch(spec)
+    msg = str(e.value)
+    assert str(state) in msg and "delete it to start over" in msg and "\n" not in msg
+    assert state.read_bytes() == b"not a checkpoint"
+    assert not (tmp_path / "run/model.pt").exists()
+
+
+def test_a_state_made_with_other_parameters_is_refused(tmp_path):
+    old = train_spec(tmp_path, iters=3, lr=0.02)
+    ResumeFile(old["resume"], resume_params(old), 5).save({"iteration": 1})
+    spec = train_spec(tmp_path, iters=3, lr=0.01)
+    with pytest.raises(ResumeError) as e:
+        launch(spec)
+    msg = str(e.value)
+    assert old["resume"] in msg and "params.train.lr: 0.02 -> 0.01" in msg and "delete it to start over" in msg
+    # How often states are saved (and the loader's worker count) may change between attempts; the inputs may not.
+    assert resume_params(train_spec(tmp_path, save_every=3)) == resume_params(train_spec(tmp_path, save_every=9))
+    other_inputs = train_spec(tmp_path)
+    other_inputs["provenance"]["inputs"]["x.csv"] = {"size": 1}
+    assert resume_params(other_inputs) != resume_params(train_spec(tmp_path))
+
+
+def test_rng_states_round_trip_through_a_safe_load(tmp_path):
+    import random as py_random
+
+    import numpy as np
+
+    torch.manual_seed(3), np.random.seed(3), py_random.seed(3)
+    torch.save(rng_state(), tmp_path / "rng.pt")
+    expected = (torch.rand(3), np.random.rand(3), [py_random.random() for _ in range(3)])
+    set_rng_state(torch.load(tmp_path / "rng.pt", weights_only=True))
+    got = (torch.rand(3), np.random.rand(3), [py_random.random() for _ in range(3)])
+    assert torch.equal(got[0], expected[0]) and np.array_equal(got[1], expected[1]) and got[2] == expected[2]
+
+
+def test_stop_signals_set_a_flag_and_restore_the_handlers():
+    before = signal.getsignal(signal.SIGUSR1)
+    with StopSignals() as stop:
+        assert not stop()
+        signal.raise_signal(signal.SIGUSR1)
+        assert stop() and stop.received == "SIGUSR1"
+    assert signal.getsignal(signal.SIGUSR1) is before
