@@ -1,9 +1,11 @@
 import numpy as np
 import pytest
+import torch
 
 from esl.thresholds import (
     BUCKETS,
     StreamingRank,
+    ascending_ranks,
     class_thresholds,
     class_thresholds_sorted,
     rank_index,
@@ -177,3 +179,51 @@ def test_streaming_rank_direct_api():
     sr.add_second(values, classes)
     res = sr.result()
     assert res[0] == np.float32(0.5) and np.isnan(res[1]) and res[2] == np.float32(0.125)
+
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_torch_histograms_equal_numpy_histograms(device):
+    """The torch.bincount path (GPU when present; on the CPU here) counts exactly what the NumPy path counts."""
+    rng = np.random.default_rng(11)
+    base = np.float32(0.5).view(np.uint32)
+    values = np.concatenate(
+        [
+            rng.random(30_000, dtype=np.float32),
+            (base + np.arange(0, 500, dtype=np.uint32)).view(np.float32),  # one shared bucket
+            np.float32([-0.0, 0.0, 1.0, np.finfo(np.float32).max]),
+        ]
+    )
+    values = rng.permutation(values)
+    classes = rng.integers(0, 5, size=values.size).astype(np.uint8)
+    for q, descending in ((0.5, False), (0.2, True), (1.0, False)):
+        sr_np, sr_t = StreamingRank(5), StreamingRank(5, device=device)
+        passes = chunked(values, classes, 7)
+        for v, c in passes():
+            sr_np.add(v, c)
+            sr_t.add(torch.from_numpy(v), torch.from_numpy(c))
+        np.testing.assert_array_equal(sr_t.hist_hi, sr_np.hist_hi)
+        ranks = ascending_ranks(sr_np.counts(), q, descending)
+        sr_np.plan(ranks)
+        sr_t.plan(ranks)
+        for v, c in passes():
+            sr_np.add_second(v, c)
+            sr_t.add_second(v, c)  # NumPy chunks are moved to the device
+        np.testing.assert_array_equal(sr_t.hist_lo, sr_np.hist_lo)
+        got, want = sr_t.result(), sr_np.result()
+        np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+        t_dev, _ = class_thresholds(passes, 5, q, descending, device=device)
+        t_ref, _ = class_thresholds_sorted(values, classes, 5, q, descending)
+        np.testing.assert_array_equal(t_dev, t_ref)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -1e-30])
+def test_torch_path_rejects_invalid_values(device, bad):
+    sr = StreamingRank(2, device=device)
+    with pytest.raises(ValueError, match="finite and >= 0"):
+        sr.add(np.float32([0.1, bad]), np.array([0, 1]))
+    with pytest.raises(ValueError, match="class ids"):
+        sr.add(np.float32([0.1]), np.array([2]))

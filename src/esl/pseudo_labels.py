@@ -100,15 +100,16 @@ def class_name(c: int, num_classes: int = len(CLASS_NAMES)) -> str:
 
 
 def compute_thresholds(
-    entropy_h5, method: str, params: dict | None, num_classes: int, chunk_images: int = 4
+    entropy_h5, method: str, params: dict | None, num_classes: int, chunk_images: int = 4, device=None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Thresholds of `method` over an entropy file, in two streamed passes.
+    """Thresholds of `method` over an entropy file, in two streamed passes (histograms counted on `device`: None =
+    NumPy, or a torch device such as "cuda"; the same exact result either way).
 
     Returns (float32 (C,) post-processed thresholds, int64 (C,) pixel counts per predicted class).
     """
     m = METHODS[method]
     p = method_params(method, params)
-    sr = StreamingRank(num_classes)
+    sr = StreamingRank(num_classes, device)
     with h5py.File(entropy_h5, "r") as f:
         label_ds, value_ds = _datasets(f, entropy_h5, m.dataset)
         n = label_ds.shape[0]
@@ -153,6 +154,7 @@ def pseudo_labels_h5(
     thresholds_csv,
     num_classes: int,
     chunk_images: int = 4,
+    device=None,
 ) -> dict:
     """Pseudo-labels of the images of an entropy file, with a thresholds CSV and a quality CSV.
 
@@ -177,7 +179,7 @@ def pseudo_labels_h5(
     """
     p = method_params(method, params)
     m = METHODS[method]
-    thresholds, counts = compute_thresholds(entropy_h5, method, p, num_classes, chunk_images)
+    thresholds, counts = compute_thresholds(entropy_h5, method, p, num_classes, chunk_images, device)
 
     kept = np.zeros(num_classes, dtype=np.int64)
     n_kept = np.zeros(num_classes, dtype=np.int64)

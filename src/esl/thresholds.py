@@ -33,7 +33,7 @@ def rank_index(n: int, q: float) -> int:
 
 
 def _bits_and_classes(values, classes, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
-    """Validated uint32 bit patterns (−0.0 mapped to +0.0) and int64 class ids, both flat."""
+    """Validated uint32 bit patterns (−0.0 mapped to +0.0) and integer class ids, both flat (no copy of the ids)."""
     values = np.ascontiguousarray(values, dtype=np.float32).ravel()
     classes = np.asarray(classes).ravel()
     if values.shape != classes.shape:
@@ -43,17 +43,32 @@ def _bits_and_classes(values, classes, num_classes: int) -> tuple[np.ndarray, np
     if values.size == 0:
         return np.empty(0, np.uint32), np.empty(0, np.int64)
     raw = values.view(np.uint32)
-    bad = (raw >= _INF_BITS) & (raw != _NEG_ZERO_BITS)
-    if bad.any():
-        v = values[bad]
-        raise ValueError(
-            f"values must be finite and >= 0: {int(np.isnan(v).sum())} NaN, {int(np.isinf(v).sum())} infinite, "
-            f"{int((v < 0).sum())} negative"
-        )
+    bits = raw & np.uint32(0x7FFFFFFF)
+    # two reductions instead of a mask: NaN/inf have |bits| >= inf; negatives other than -0.0 have raw > -0.0's bits
+    if int(bits.max()) >= _INF_BITS or int(raw.max()) > _NEG_ZERO_BITS:
+        _raise_bad_values(values)
     lo, hi = int(classes.min()), int(classes.max())
     if lo < 0 or hi >= num_classes:
         raise ValueError(f"class ids must be in [0, {num_classes}), got range [{lo}, {hi}]")
-    return raw & np.uint32(0x7FFFFFFF), classes.astype(np.int64, copy=False)
+    return bits, classes
+
+
+def _raise_bad_values(values: np.ndarray):
+    bad = ~(values >= 0)  # NaN and negatives (-0.0 >= 0 holds)
+    bad |= np.isinf(values)
+    v = values[bad]
+    raise ValueError(
+        f"values must be finite and >= 0: {int(np.isnan(v).sum())} NaN, {int(np.isinf(v).sum())} infinite, "
+        f"{int((v < 0).sum())} negative"
+    )
+
+
+def _index(classes: np.ndarray, low: np.ndarray) -> np.ndarray:
+    """int64 flat histogram index ``class << 16 | low`` (low < 65536), built in place in one new array."""
+    index = classes.astype(np.intp, copy=True)
+    index <<= BITS
+    np.bitwise_or(index, low, out=index)
+    return index
 
 
 class StreamingRank:
@@ -62,17 +77,31 @@ class StreamingRank:
     Usage: ``add`` every chunk (pass 1), ``plan(ranks)``, ``add_second`` the very same chunks (pass 2), ``result()``.
     NaN, infinite and negative values raise ValueError; −0.0 counts as +0.0. `hist_hi` and `hist_lo` are
     (num_classes, 65536) int64 whatever the amount of data.
+
+    `device`: None counts with NumPy on the CPU; a torch device (``"cuda"``, ``"cpu"``) counts with
+    ``torch.bincount`` there, chunks (NumPy arrays or tensors) being moved to it. Both give identical results.
     """
 
-    def __init__(self, num_classes: int):
+    def __init__(self, num_classes: int, device=None):
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
         self.num_classes = int(num_classes)
-        self.hist_hi = np.zeros((self.num_classes, BUCKETS), dtype=np.int64)
-        self.hist_lo = np.zeros((self.num_classes, BUCKETS), dtype=np.int64)
-        self._second_counts = np.zeros(self.num_classes, dtype=np.int64)
+        self._torch = None if device is None else _TorchCounts(self.num_classes, device)
+        self._hi = np.zeros((self.num_classes, BUCKETS), dtype=np.int64) if self._torch is None else None
+        self._lo = np.zeros((self.num_classes, BUCKETS), dtype=np.int64) if self._torch is None else None
+        self._first_total = 0
+        self._second_total = 0
         self._bucket: np.ndarray | None = None  # (C,) chosen high-bits bucket, -1 for none
         self._inner: np.ndarray | None = None  # (C,) rank inside the bucket
+        self._bucket32: np.ndarray | None = None  # the buckets as uint32, 0xFFFFFFFF for none (never matches)
+
+    @property
+    def hist_hi(self) -> np.ndarray:
+        return self._hi if self._torch is None else self._torch.hi()
+
+    @property
+    def hist_lo(self) -> np.ndarray:
+        return self._lo if self._torch is None else self._torch.lo()
 
     def _histogram(self, index: np.ndarray) -> np.ndarray:
         return np.bincount(index, minlength=self.num_classes * BUCKETS).reshape(self.num_classes, BUCKETS)
@@ -81,9 +110,13 @@ class StreamingRank:
         """Pass 1: count the high 16 bits of `values` per class."""
         if self._bucket is not None:
             raise RuntimeError("add() after plan(): pass 1 is over")
+        if self._torch is not None:
+            self._first_total += self._torch.add(values, classes)
+            return
         bits, cls = _bits_and_classes(values, classes, self.num_classes)
         if bits.size:
-            self.hist_hi += self._histogram(cls * BUCKETS + (bits >> BITS).astype(np.int64))
+            self._hi += self._histogram(_index(cls, bits >> BITS))
+            self._first_total += bits.size
 
     def counts(self) -> np.ndarray:
         """(C,) int64 number of values per class seen in pass 1."""
@@ -94,7 +127,8 @@ class StreamingRank:
         ranks = np.asarray(ranks, dtype=np.int64).ravel()
         if ranks.shape != (self.num_classes,):
             raise ValueError(f"need {self.num_classes} ranks, got {ranks.size}")
-        counts = self.counts()
+        hist_hi = self.hist_hi
+        counts = hist_hi.sum(axis=1)
         wrong = (ranks < -1) | (ranks >= counts)
         if wrong.any():
             c = int(np.flatnonzero(wrong)[0])
@@ -102,40 +136,115 @@ class StreamingRank:
         bucket = np.full(self.num_classes, -1, dtype=np.int64)
         inner = np.zeros(self.num_classes, dtype=np.int64)
         for c in np.flatnonzero(ranks >= 0):
-            cum = np.cumsum(self.hist_hi[c])
+            cum = np.cumsum(hist_hi[c])
             b = int(np.searchsorted(cum, ranks[c], side="right"))  # first bucket with cumulative count > rank
             bucket[c] = b
             inner[c] = ranks[c] - (cum[b - 1] if b > 0 else 0)
         self._bucket, self._inner = bucket, inner
-        self.hist_lo[:] = 0
-        self._second_counts[:] = 0
+        self._bucket32 = np.where(bucket >= 0, bucket, 0xFFFFFFFF).astype(np.uint32)
+        self._second_total = 0
+        if self._torch is not None:
+            self._torch.plan(bucket)
+        else:
+            self._lo[:] = 0
 
     def add_second(self, values, classes) -> None:
         """Pass 2: count the low 16 bits of the values that fall in their class's chosen bucket."""
         if self._bucket is None:
             raise RuntimeError("add_second() before plan()")
+        if self._torch is not None:
+            self._second_total += self._torch.add_second(values, classes)
+            return
         bits, cls = _bits_and_classes(values, classes, self.num_classes)
         if not bits.size:
             return
-        self._second_counts += np.bincount(cls, minlength=self.num_classes)
-        sel = (bits >> BITS).astype(np.int64) == self._bucket[cls]
+        self._second_total += bits.size
+        sel = (bits >> BITS) == self._bucket32[cls]
         if sel.any():
-            self.hist_lo += self._histogram(cls[sel] * BUCKETS + (bits[sel] & np.uint32(BUCKETS - 1)).astype(np.int64))
+            self._lo += self._histogram(_index(cls[sel], bits[sel] & np.uint32(BUCKETS - 1)))
 
     def result(self) -> np.ndarray:
         """(C,) float32 exact values at the planned ranks; NaN where no rank was planned."""
         if self._bucket is None:
             raise RuntimeError("result() before plan()")
-        if not np.array_equal(self._second_counts, self.counts()):
-            raise RuntimeError("pass 2 saw a different number of values per class than pass 1")
+        if self._second_total != self._first_total:
+            raise RuntimeError(
+                f"pass 2 saw {self._second_total} values, pass 1 saw {self._first_total}: the passes differ"
+            )
+        hist_hi, hist_lo = self.hist_hi, self.hist_lo
         out = np.full(self.num_classes, np.nan, dtype=np.float32)
         for c in np.flatnonzero(self._bucket >= 0):
             b = int(self._bucket[c])
-            if self.hist_lo[c].sum() != self.hist_hi[c, b]:
+            if hist_lo[c].sum() != hist_hi[c, b]:
                 raise RuntimeError(f"class {c}: pass 2 saw different values than pass 1")
-            lo = int(np.searchsorted(np.cumsum(self.hist_lo[c]), self._inner[c], side="right"))
+            lo = int(np.searchsorted(np.cumsum(hist_lo[c]), self._inner[c], side="right"))
             out[c] = np.array([(b << BITS) | lo], dtype=np.uint32).view(np.float32)[0]
         return out
+
+
+class _TorchCounts:
+    """The histograms of `StreamingRank` as torch tensors on a device, counted with `torch.bincount`.
+
+    Signed int32 views of the float32 bits: finite values >= 0 are 0 <= raw < 0x7F800000, −0.0 is −2**31."""
+
+    def __init__(self, num_classes: int, device):
+        import torch
+
+        self.torch = torch
+        self.device = torch.device(device)
+        self.num_classes = num_classes
+        size = (num_classes, BUCKETS)
+        self._hi = torch.zeros(size, dtype=torch.int64, device=self.device)
+        self._lo = torch.zeros(size, dtype=torch.int64, device=self.device)
+        self._bucket = None
+
+    def _prepare(self, values, classes):
+        torch = self.torch
+        v = torch.as_tensor(values).to(self.device, non_blocking=True)
+        c = torch.as_tensor(classes).to(self.device, non_blocking=True)
+        if v.numel() != c.numel():
+            raise ValueError(f"{v.numel()} values for {c.numel()} class ids")
+        if c.is_floating_point() or c.is_complex() or c.dtype == torch.bool:
+            raise ValueError(f"class ids must be integers, got {c.dtype}")
+        if v.numel() == 0:
+            return None, None
+        raw = v.to(torch.float32).contiguous().view(torch.int32).reshape(-1)
+        c = c.reshape(-1).to(torch.int64)
+        bad = ((raw >= _INF_BITS) | ((raw < 0) & (raw != -(2**31)))).any()
+        lo, hi, bad = torch.stack([c.min(), c.max(), bad.to(torch.int64)]).tolist()  # one synchronisation
+        if bad:
+            _raise_bad_values(v.float().cpu().numpy().ravel())
+        if lo < 0 or hi >= self.num_classes:
+            raise ValueError(f"class ids must be in [0, {self.num_classes}), got range [{lo}, {hi}]")
+        return raw & 0x7FFFFFFF, c
+
+    def add(self, values, classes) -> int:
+        bits, c = self._prepare(values, classes)
+        if bits is None:
+            return 0
+        index = c * BUCKETS + (bits >> BITS)
+        self._hi += self.torch.bincount(index, minlength=self.num_classes * BUCKETS).view(self.num_classes, BUCKETS)
+        return bits.numel()
+
+    def plan(self, bucket: np.ndarray) -> None:
+        self._bucket = self.torch.as_tensor(bucket, dtype=self.torch.int64).to(self.device)
+        self._lo.zero_()
+
+    def add_second(self, values, classes) -> int:
+        bits, c = self._prepare(values, classes)
+        if bits is None:
+            return 0
+        trash = self.num_classes * BUCKETS  # unselected values go to one extra bin, dropped: no data-dependent shapes
+        sel = (bits >> BITS) == self._bucket[c]
+        index = self.torch.where(sel, c * BUCKETS + (bits & (BUCKETS - 1)), trash)
+        self._lo += self.torch.bincount(index, minlength=trash + 1)[:trash].view(self.num_classes, BUCKETS)
+        return bits.numel()
+
+    def hi(self) -> np.ndarray:
+        return self._hi.cpu().numpy()
+
+    def lo(self) -> np.ndarray:
+        return self._lo.cpu().numpy()
 
 
 def ascending_ranks(counts: np.ndarray, q: float, descending: bool) -> np.ndarray:
@@ -151,6 +260,7 @@ def class_thresholds(
     num_classes: int,
     q: float = 0.5,
     descending: bool = False,
+    device=None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per-class thresholds ``x[rank_index(n, q)]`` of the values of each class, exactly, in two streamed passes.
 

@@ -5,6 +5,7 @@ import sys
 sys.stderr = sys.stdout = open(snakemake.log[0], "w", buffering=1)
 
 import h5py
+import torch
 
 from esl.datasets import read_index, read_label
 from esl.h5io import provenance
@@ -35,4 +36,5 @@ pseudo_labels_h5(
     quality_csv=snakemake.output.quality,
     thresholds_csv=snakemake.output.thresholds,
     num_classes=num_classes,
+    device="cuda" if torch.cuda.is_available() else None,  # histograms on the GPU when present: same result
 )
