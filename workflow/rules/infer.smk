@@ -25,6 +25,8 @@ if SHARDS == 1:
         params:
             target=input_params("target"),
             batch_size=config["infer"]["batch_size"],
+            amp=config["infer"].get("amp", False),
+            num_workers=config["infer"].get("num_workers", 0),
         message:
             "Inferring target-train logits of {wildcards.model}"
         script:
@@ -52,6 +54,8 @@ else:
         params:
             target=input_params("target"),
             batch_size=config["infer"]["batch_size"],
+            amp=config["infer"].get("amp", False),
+            num_workers=config["infer"].get("num_workers", 0),
             shard=lambda wc: [int(wc.shard), SHARDS],
         message:
             f"Inferring target-train logits of {{wildcards.model}}, shard {{wildcards.shard}} of {SHARDS}"

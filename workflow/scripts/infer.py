@@ -36,4 +36,6 @@ infer_logits(
     prov=provenance(dict(p.items()), snakemake.input),
     batch_size=p.batch_size,
     device=resolve_device(),
+    amp=p.get("amp") or False,
+    num_workers=int(p.get("num_workers") or 0),
 )
