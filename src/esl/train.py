@@ -17,6 +17,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Sampler
 
 from .classes import IGNORE
+from .infer import autocast
 from .progress import Progress
 from .resume import Preempted, ResumeError, ResumeFile, rng_state, set_rng_state
 
@@ -40,6 +41,11 @@ class TrainConfig:
     # BatchNorm: "train" = statistics of each process's batch (ADVENT; affine frozen either way), "frozen" = running
     # statistics, never updated (eval-mode BN), "sync" = statistics of the global batch across processes.
     batchnorm: str = "train"
+    # Speed (CUDA only; the CPU computes exactly as without them): bf16 autocast of the network's forward passes
+    # ("bf16" or False), channels_last memory format (None = on CUDA), torch.compile of the network.
+    amp: str | bool = False
+    channels_last: bool | None = None
+    compile: bool = False
     log_interval: float = 10.0  # seconds between progress lines
 
     @classmethod
@@ -108,8 +114,13 @@ def _loader(dataset, schedule: BatchSchedule, num_workers: int):
         batch_sampler=schedule,
         num_workers=num_workers,
         pin_memory=torch.cuda.is_available(),
+        prefetch_factor=4 if num_workers else None,  # batches decoded ahead per worker
         persistent_workers=False,
     )
+
+
+def _float(outputs):
+    return tuple(None if o is None else o.float() for o in outputs)
 
 
 class Adapter:
@@ -159,9 +170,15 @@ def train(
     """
     rank, world = _world()
     log = log if log is not None else sys.stderr
+    device = torch.device(device)
     model.to(device)
     if cfg.batchnorm not in BATCHNORM_MODES:
         raise ValueError(f"batchnorm: {cfg.batchnorm!r} is not one of {', '.join(BATCHNORM_MODES)}")
+    if cfg.amp not in (False, None, "bf16"):
+        raise ValueError(f"amp: {cfg.amp!r} must be false or bf16")
+    channels_last = device.type == "cuda" if cfg.channels_last is None else bool(cfg.channels_last)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
     if cfg.batchnorm == "sync" and world > 1:
         nn.SyncBatchNorm.convert_sync_batchnorm(model)  # in place below the top module; same parameters and buffers
     set_train_mode(model, cfg.batchnorm)
@@ -192,6 +209,15 @@ def train(
             # without the aux loss the aux head gets no gradient from the segmentation loss
             find_unused_parameters=bool(getattr(net, "multi_level", False) and not cfg.aux_weight),
         )
+    forward = torch.compile(model) if cfg.compile else model
+
+    def run(images):
+        images = images.to(device, non_blocking=True)
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with autocast(device, cfg.amp):
+            return _float(forward(images))  # losses and adapters in float32
+
     horizon = cfg.poly_iters or cfg.iters
     src_sched = BatchSchedule(len(source), cfg.batch_size, cfg.seed, start_iter, cfg.iters, rank, world)
     src_batches = iter(_loader(source, src_sched, cfg.num_workers))
@@ -212,12 +238,12 @@ def train(
         images, labels, _ = next(src_batches)
         images_t, labels_t, _ = next(tgt_batches) if tgt_batches is not None else (None, None, None)
         scale_s, scale_t = _loss_scales(labels, labels_t, world, device)
-        aux, main = model(images.to(device, non_blocking=True))
+        aux, main = run(images)
         loss_s = seg_loss(aux, main, labels.to(device, non_blocking=True), cfg.aux_weight) * scale_s
         loss_s.backward()  # before the target pass, so only one domain's graph is alive at a time
         terms = {"src": loss_s.item()}
         if tgt_batches is not None:
-            aux_t, main_t = model(images_t.to(device, non_blocking=True))
+            aux_t, main_t = run(images_t)
             loss_t = torch.zeros((), device=device)
             if labels_t.numel():
                 ce_t = seg_loss(aux_t, main_t, labels_t.to(device, non_blocking=True), cfg.aux_weight) * scale_t

@@ -42,7 +42,7 @@ from .train import BATCHNORM_MODES, TrainConfig, train
 STAGES = ("pretrain", "selftrain")
 DEFAULT_SAVE_EVERY = 200
 # Keys that change how a run is carried out, not what it computes: a resumable state made with other values is fine.
-OPERATIONAL_KEYS = ("save_every", "num_workers", "log_interval")
+OPERATIONAL_KEYS = ("save_every", "num_workers", "log_interval", "compile")
 
 
 def launch(spec: dict, log=None) -> int:
@@ -93,6 +93,8 @@ def check_spec(spec: dict) -> int:
     bn = train_p.get("batchnorm", "train")
     if gpus < 1:
         raise ValueError(f"config {stage}.gpus={gpus} must be >= 1")
+    if train_p.get("amp", False) not in (False, None, "bf16"):
+        raise ValueError(f"config {stage}.amp={train_p['amp']!r} must be false or bf16")
     if bn not in BATCHNORM_MODES:
         raise ValueError(f"config {stage}.batchnorm={bn!r} is not one of {', '.join(BATCHNORM_MODES)}")
     if gpus > 1:
@@ -162,11 +164,13 @@ def _run(spec, device, rank, world, stop, log) -> int:
             datasets.read_index(inputs["target"]), tgt["layout"], tgt["size"], tgt["mean_bgr"], num_classes, labels
         )
     if rank == 0:
+        amp_note = " (CUDA only: float32 here)" if cfg.amp and device.type != "cuda" else ""
         what = f"{len(source)} source" + (f" + {len(target)} target" if target is not None else "")
         procs = f", {world} processes" if world > 1 else ""
         print(
             f"{stage} ({method or 'source_only'}) on {what} images, {cfg.iters} iterations, device {device}{procs}, "
-            f"batchnorm {cfg.batchnorm}, resumable state {resume.path} every {resume.every} iterations",
+            f"batchnorm {cfg.batchnorm}, amp {cfg.amp or 'off'}{amp_note}, "
+            f"compile {cfg.compile}, resumable state {resume.path} every {resume.every} iterations",
             file=log,
             flush=True,
         )
