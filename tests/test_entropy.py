@@ -224,3 +224,23 @@ def test_h5_bad_input(tmp_path):
     with pytest.raises(ValueError, match="bad.h5"):
         entropy_maps_h5(bad, tmp_path / "o.h5", size=None, prov={})
     assert not (tmp_path / "o.h5").exists()
+
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_device_path_matches_float64_reference(device):
+    """The entropy stage's path on the device it picks (the GPU when present, the CPU here) against float64 NumPy,
+    from float16 logits as stored by inference, upsampled to a Cityscapes-like aspect ratio."""
+    rng = np.random.default_rng(12)
+    logits = (4 * rng.standard_normal((2, 19, 9, 17))).astype(np.float16)
+    label, max_prob, ent = entropy_map(torch.from_numpy(logits).to(device), (33, 65))
+    label, max_prob, ent = label.cpu().numpy(), max_prob.cpu().numpy(), ent.cpu().numpy()
+    p, ref_label, ref_max, ref_ent = brute_force(logits.astype(np.float32), (33, 65))
+    np.testing.assert_allclose(ent, np.clip(ref_ent, 0, 1), atol=3e-6, rtol=0)
+    np.testing.assert_allclose(max_prob, ref_max, atol=3e-6, rtol=0)
+    top2 = np.sort(p, axis=1)[:, -2:]
+    clear = (top2[:, 1] - top2[:, 0]) > 1e-5
+    np.testing.assert_array_equal(label[clear], ref_label[clear])
+    assert not np.signbit(ent).any() and ent.max() <= 1.0
