@@ -1,91 +1,13 @@
 """The workflow end to end on a tiny toy config, and what re-runs after a change (Snakemake's Python API)."""
 
 import subprocess
-import sys
-from pathlib import Path
 
 import h5py
 import numpy as np
-import pytest
 import yaml
-from snakemake.api import SnakemakeApi
-from snakemake.settings.types import ConfigSettings, DAGSettings, OutputSettings, Quietness, ResourceSettings
+from conftest import REPO, SNAKEMAKE, TINY, planned_jobs, write_config  # noqa: F401 - re-exported for other tests
 
 from esl.h5io import read_csv, read_provenance
-
-REPO = Path(__file__).resolve().parents[1]
-SNAKEMAKE = [sys.executable, "-m", "snakemake"]
-
-TINY = {
-    "experiment": "tiny",
-    "toy": {
-        "root": "data/toy",
-        "seed": 0,
-        "height": 32,
-        "width": 64,
-        "n_source": 8,
-        "n_target_train": 6,
-        "n_target_val": 4,
-        "shift": 1.0,
-    },
-    "data": {
-        "num_classes": 19,
-        "mean_bgr": [104.0, 117.0, 123.0],
-        "source": {"layout": "trainids", "root": "data/toy/source", "split": "train", "size": [32, 64]},
-        "target": {
-            "layout": "trainids",
-            "root": "data/toy/target",
-            "train_split": "train",
-            "val_split": "val",
-            "size": [32, 64],
-        },
-    },
-    "model": {"layers": [1, 1, 1, 1], "width": 4, "init": None},
-    "pretrain": {"method": "source_only", "checkpoint": None, "iters": 2, "batch_size": 2, "lr": 0.01},
-    "infer": {"batch_size": 4},
-    "entropy": {"size": None, "pictures": 2},
-    "pseudo_labels": {"methods": ["esl", "mpsl"], "esl": {"floor": 0.1}, "mpsl": {"cap": 0.9}},
-    "selftrain": {"rounds": 1, "init": "same_as_pretrain", "iters": 2, "batch_size": 2, "lr": 0.01},
-    "evaluate": {"batch_size": 4},
-}
-
-
-def write_config(workdir: Path, config: dict) -> Path:
-    path = workdir / "config.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
-
-
-def planned_jobs(workdir: Path, config: dict | None = None, forcerun=()) -> list[str]:
-    """Jobs a dry run would execute, as `rule:wildcards`."""
-    with SnakemakeApi(OutputSettings(quiet={Quietness.ALL})) as api:
-        wf = api.workflow(
-            resource_settings=ResourceSettings(cores=1),
-            config_settings=ConfigSettings(configfiles=[workdir / "config.yaml"], config=config or {}),
-            snakefile=REPO / "Snakefile",
-            workdir=workdir,
-        )
-        wf.dag(DAGSettings(forcerun=set(forcerun))).execute_workflow(executor="dryrun")
-        jobs = wf._workflow.dag.needrun_jobs(exclude_finished=False)
-        return sorted(
-            f"{j.rule.name}:{','.join(f'{k}={v}' for k, v in j.wildcards.items())}".rstrip(":")
-            for j in jobs
-            if j.rule.name != "all"
-        )
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("tiny")
-    write_config(workdir, TINY)
-    proc = subprocess.run(
-        [*SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--configfile", "config.yaml", "--cores", "2", "-q"],
-        cwd=workdir,
-        capture_output=True,
-        text=True,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return workdir
 
 
 def test_end_to_end_artifacts_and_layouts(tiny_run):

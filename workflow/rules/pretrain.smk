@@ -34,5 +34,9 @@ rule pretrain:
         runtime=24 * 60,
     conda:
         ENV
+    # With --cache and $SNAKEMAKE_OUTPUT_CACHE set, experiments with the same pretraining settings and data share one
+    # model (docs/CLUSTER.md). The key hashes this script, the params and a given checkpoint file, plus the upstream
+    # jobs' scripts and params (not their output files, not the experiment name); "omit-software": not the conda env.
+    cache: "omit-software"
     script:
         "../scripts/pretrain.py"
