@@ -103,9 +103,6 @@ class StreamingRank:
     def hist_lo(self) -> np.ndarray:
         return self._lo if self._torch is None else self._torch.lo()
 
-    def _histogram(self, index: np.ndarray) -> np.ndarray:
-        return np.bincount(index, minlength=self.num_classes * BUCKETS).reshape(self.num_classes, BUCKETS)
-
     def add(self, values, classes) -> None:
         """Pass 1: count the high 16 bits of `values` per class."""
         if self._bucket is not None:
@@ -115,7 +112,12 @@ class StreamingRank:
             return
         bits, cls = _bits_and_classes(values, classes, self.num_classes)
         if bits.size:
-            self._hi += self._histogram(_index(cls, bits >> BITS))
+            # only the buckets up to the chunk's largest one (values in [0, 1] use a quarter of them): less to add up
+            width = (int(bits.max()) >> BITS) + 1
+            index = cls.astype(np.intp, copy=True)
+            index *= width
+            index += bits >> BITS
+            self._hi[:, :width] += np.bincount(index, minlength=self.num_classes * width).reshape(-1, width)
             self._first_total += bits.size
 
     def counts(self) -> np.ndarray:
@@ -161,7 +163,13 @@ class StreamingRank:
         self._second_total += bits.size
         sel = (bits >> BITS) == self._bucket32[cls]
         if sel.any():
-            self._lo += self._histogram(_index(cls[sel], bits[sel] & np.uint32(BUCKETS - 1)))
+            index = _index(cls[sel], bits[sel] & np.uint32(BUCKETS - 1))
+            flat = self._lo.reshape(-1)
+            if index.size < flat.size // 16:  # few values in the chosen buckets: count them without a full histogram
+                where, count = np.unique(index, return_counts=True)
+                flat[where] += count
+            else:
+                flat += np.bincount(index, minlength=flat.size)
 
     def result(self) -> np.ndarray:
         """(C,) float32 exact values at the planned ranks; NaN where no rank was planned."""
