@@ -168,7 +168,7 @@ def test_h5_round_trip_and_pictures(tmp_path):
     )
     _, ref_label, ref_max, ref_ent = brute_force(logits.astype(np.float32), (8, 12))
     with h5py.File(out, "r") as f:
-        assert set(f.keys()) == {"label", "entropy", "max_prob", "names"}
+        assert set(f.keys()) == {"label", "entropy", "max_prob", "names", "pass1_entropy", "pass1_max_prob"}
         for key, dtype in (("label", np.uint8), ("entropy", np.float32), ("max_prob", np.float32)):
             assert f[key].dtype == dtype and f[key].shape == (n, 8, 12) and f[key].chunks == (1, 8, 12)
         assert read_names(f) == names
@@ -244,3 +244,38 @@ def test_device_path_matches_float64_reference(device):
     clear = (top2[:, 1] - top2[:, 0]) > 1e-5
     np.testing.assert_array_equal(label[clear], ref_label[clear])
     assert not np.signbit(ent).any() and ent.max() <= 1.0
+
+
+def test_first_pass_histograms_stored_by_the_entropy_stage(tmp_path):
+    """The entropy stage counts pass 1 of the exact thresholds from the very maps it writes; the pseudo-label stage
+    then runs pass 2 only, with the same thresholds as the sort-based rule; a stale histogram is refused."""
+    from esl.pseudo_labels import compute_thresholds
+    from esl.thresholds import StreamingRank, class_thresholds_sorted
+
+    rng = np.random.default_rng(13)
+    logits = (3 * rng.standard_normal((7, 5, 6, 8))).astype(np.float16)
+    infer = tmp_path / "infer.h5"
+    write_infer(infer, logits, [f"i{k}" for k in range(7)])
+    out = tmp_path / "entropy.h5"
+    entropy_maps_h5(infer, out, size=(11, 15), batch_size=3, prov={})
+    with h5py.File(out, "r") as f:
+        label = f["label"][()]
+        for key in ("entropy", "max_prob"):
+            fresh = StreamingRank(5)
+            fresh.add(f[key][()], label)
+            np.testing.assert_array_equal(f[f"pass1_{key}"][()], fresh.hist_hi)
+        values = {k: f[k][()] for k in ("entropy", "max_prob")}
+    for method, key, q, desc in (("esl", "entropy", 0.5, False), ("cbst", "max_prob", 0.2, True)):
+        params = {"floor": 0.0} if method == "esl" else {}
+        got, counts = compute_thresholds(out, method, params, 5, chunk_images=2)
+        want, want_counts = class_thresholds_sorted(values[key], label, 5, q, desc)
+        np.testing.assert_array_equal(counts, want_counts)
+        np.testing.assert_array_equal(got, want.astype(np.float32))
+    with h5py.File(out, "r+") as f:
+        h = f["pass1_entropy"][()]
+        c = int(np.flatnonzero(h.sum(axis=1))[0])
+        b = int(np.flatnonzero(h[c])[0])
+        h[c, b] += 1
+        f["pass1_entropy"][...] = h
+    with pytest.raises(ValueError, match="pass1_entropy"):
+        compute_thresholds(out, "esl", {"floor": 0.0}, 5)

@@ -24,8 +24,11 @@ import torch.nn.functional as F
 from .classes import colorize
 from .h5io import create_h5, read_names, write_names
 from .progress import Progress
+from .thresholds import StreamingRank
 
 MAX_CLASSES = 255  # labels are uint8 and 255 means "ignore"
+# Pass 1 of the exact per-class thresholds (`esl.thresholds`), counted while the maps are made: (C, 65536) int64 each.
+FIRST_PASS = {"entropy": "pass1_entropy", "max_prob": "pass1_max_prob"}
 
 
 def entropy_map(
@@ -100,7 +103,9 @@ def entropy_maps_h5(
 
     Output datasets (ARCHITECTURE.md): `label` uint8, `entropy` float32, `max_prob` float32, all (N, H, W) with one
     chunk per image, and `names`; attribute `provenance` (= `prov`) and `num_classes`. The file is written under a
-    temporary name and renamed when complete.
+    temporary name and renamed when complete. Also `pass1_entropy` and `pass1_max_prob`: the first pass of the exact
+    thresholds (`StreamingRank.hist_hi` of each map per predicted class, (C, 65536) int64, gzip), counted on `device`
+    from the very values written, so the pseudo-label stage reads the maps once instead of twice.
 
     If `pictures_dir` is given it is (re)created atomically, holding PNGs for the first `pictures` images:
     image (read from ``images[name]``, left out when unknown) | prediction | entropy (viridis).
@@ -141,6 +146,9 @@ def entropy_maps_h5(
                 d_max_prob = fout.create_dataset("max_prob", shape=shape, dtype=np.float32, chunks=chunks)
                 write_names(fout, names)
 
+                # histograms on the GPU with torch.bincount; NumPy's bincount is the faster one on the CPU
+                cuda = torch.device(device).type == "cuda"
+                ranks = {k: StreamingRank(num_classes, device if cuda else None) for k in FIRST_PASS}
                 progress = Progress("entropy", n, unit="images")
                 for start in range(0, n, batch_size):
                     stop = min(start + batch_size, n)
@@ -149,7 +157,13 @@ def entropy_maps_h5(
                         label, max_prob, entropy = entropy_map(x, (height, width))
                     except ValueError as e:
                         raise ValueError(f"{infer_h5}: images {start}..{stop - 1}: {e}") from None
+                    if cuda:
+                        ranks["entropy"].add(entropy, label)
+                        ranks["max_prob"].add(max_prob, label)
                     label, max_prob, entropy = label.cpu().numpy(), max_prob.cpu().numpy(), entropy.cpu().numpy()
+                    if not cuda:
+                        ranks["entropy"].add(entropy, label)
+                        ranks["max_prob"].add(max_prob, label)
                     d_label[start:stop] = label
                     d_max_prob[start:stop] = max_prob
                     d_entropy[start:stop] = entropy
@@ -160,6 +174,10 @@ def entropy_maps_h5(
                             raise OSError(f"could not write {target}")
                     progress.update(stop - start)
                 progress.done()
+                for key, name in FIRST_PASS.items():
+                    fout.create_dataset(
+                        name, data=ranks[key].hist_hi, chunks=(1, ranks[key].hist_hi.shape[1]), compression="gzip"
+                    )
                 if pic_tmp is not None:
                     if pictures_dir.exists():
                         shutil.rmtree(pictures_dir)

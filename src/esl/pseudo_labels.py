@@ -24,6 +24,7 @@ import pandas as pd
 
 from .classes import CLASS_NAMES, IGNORE
 from .datasets import CLASS_NAMES_16
+from .entropy import FIRST_PASS
 from .h5io import create_h5, read_names, write_csv, write_names
 from .progress import Progress
 from .thresholds import StreamingRank, ascending_ranks
@@ -109,11 +110,22 @@ def compute_thresholds(
     """
     m = METHODS[method]
     p = method_params(method, params)
-    sr = StreamingRank(num_classes, device)
     with h5py.File(entropy_h5, "r") as f:
         label_ds, value_ds = _datasets(f, entropy_h5, m.dataset)
         n = label_ds.shape[0]
-        for pass_no, add in ((1, sr.add), (2, sr.add_second)):
+        stored = f.get(FIRST_PASS.get(m.dataset, ""))
+        passes = ((1, "add"), (2, "add_second"))
+        sr = StreamingRank(num_classes, device)
+        if stored is not None and stored.shape[0] == num_classes:  # pass 1 was counted by the entropy stage
+            try:
+                sr = StreamingRank.from_first_pass(stored[()], device)
+            except ValueError as e:
+                raise ValueError(f"{entropy_h5}: {FIRST_PASS[m.dataset]}: {e}") from None
+            counts = sr.counts()
+            sr.plan(ascending_ranks(counts, float(p[m.q_key]), m.descending))
+            passes = ((2, "add_second"),)
+        for pass_no, name in passes:
+            add = getattr(sr, name)
             progress = Progress(f"pseudo_labels pass {pass_no}/3", n, unit="images")
             for start in range(0, n, chunk_images):
                 stop = min(start + chunk_images, n)
@@ -126,7 +138,10 @@ def compute_thresholds(
             if pass_no == 1:
                 counts = sr.counts()
                 sr.plan(ascending_ranks(counts, float(p[m.q_key]), m.descending))
-    raw = np.nan_to_num(sr.result(), nan=0.0).astype(np.float32)
+    try:
+        raw = np.nan_to_num(sr.result(), nan=0.0).astype(np.float32)
+    except RuntimeError as e:
+        raise ValueError(f"{entropy_h5}: {e} (a stale {FIRST_PASS.get(m.dataset)}?)") from None
     return np.asarray(m.post(raw, p), dtype=np.float32), counts
 
 

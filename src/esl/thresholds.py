@@ -95,6 +95,25 @@ class StreamingRank:
         self._inner: np.ndarray | None = None  # (C,) rank inside the bucket
         self._bucket32: np.ndarray | None = None  # the buckets as uint32, 0xFFFFFFFF for none (never matches)
 
+    @classmethod
+    def from_first_pass(cls, hist_hi, device=None) -> StreamingRank:
+        """A `StreamingRank` whose pass 1 is done: `hist_hi` (C, 65536) counted elsewhere (e.g. by the entropy stage).
+        Pass 2 checks that it sees as many values, and as many in each chosen bucket."""
+        hist_hi = np.asarray(hist_hi)
+        if hist_hi.ndim != 2 or hist_hi.shape[1] != BUCKETS or not np.issubdtype(hist_hi.dtype, np.integer):
+            raise ValueError(
+                f"a first-pass histogram must be integer (C, {BUCKETS}), got {hist_hi.dtype} {hist_hi.shape}"
+            )
+        if (hist_hi < 0).any():
+            raise ValueError("a first-pass histogram cannot hold negative counts")
+        sr = cls(hist_hi.shape[0], device)
+        if sr._torch is None:
+            sr._hi[:] = hist_hi
+        else:
+            sr._torch.set_hi(hist_hi)
+        sr._first_total = int(hist_hi.sum())
+        return sr
+
     @property
     def hist_hi(self) -> np.ndarray:
         return self._hi if self._torch is None else self._torch.hi()
@@ -112,13 +131,13 @@ class StreamingRank:
             return
         bits, cls = _bits_and_classes(values, classes, self.num_classes)
         if bits.size:
+            self._first_total += bits.size
             # only the buckets up to the chunk's largest one (values in [0, 1] use a quarter of them): less to add up
             width = (int(bits.max()) >> BITS) + 1
             index = cls.astype(np.intp, copy=True)
             index *= width
             index += bits >> BITS
             self._hi[:, :width] += np.bincount(index, minlength=self.num_classes * width).reshape(-1, width)
-            self._first_total += bits.size
 
     def counts(self) -> np.ndarray:
         """(C,) int64 number of values per class seen in pass 1."""
@@ -247,6 +266,9 @@ class _TorchCounts:
         index = self.torch.where(sel, c * BUCKETS + (bits & (BUCKETS - 1)), trash)
         self._lo += self.torch.bincount(index, minlength=trash + 1)[:trash].view(self.num_classes, BUCKETS)
         return bits.numel()
+
+    def set_hi(self, hist: np.ndarray) -> None:
+        self._hi.copy_(self.torch.from_numpy(np.ascontiguousarray(hist, dtype=np.int64)))
 
     def hi(self) -> np.ndarray:
         return self._hi.cpu().numpy()
