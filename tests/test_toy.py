@@ -112,8 +112,9 @@ def test_shift_controls_per_class_colour_statistics(tmp_path):
         diffs[shift] = {c: float(np.abs(src[c] - tgt[c]).max()) for c in classes}
     # same appearance: only the sampling of objects differs
     assert max(diffs[0.0].values()) < 15, diffs[0.0]
-    # shifted appearance: every large class moves, on average by much more
-    assert min(diffs[1.0].values()) > 15, diffs[1.0]
+    # shifted appearance (each target image by its own strength in (0.1, 1] x shift): every large class moves more
+    # than sampling alone moves it, and on average by much more
+    assert all(diffs[1.0][c] > diffs[0.0][c] for c in classes), diffs
     assert np.mean(list(diffs[1.0].values())) > 2.5 * np.mean(list(diffs[0.0].values())), diffs
 
 

@@ -3,7 +3,8 @@
 Both domains draw scenes of the same kind (sky, buildings with windows, trees and hedges, a road in perspective with
 sidewalks, cars, poles with signs, persons, a few unlabelled objects). The source domain is a clean "game-like"
 rendering: flat class colours with mild per-object variation, sharp edges, no noise. The target domain uses slightly
-different object priors and an appearance shifted by `shift` (0 = the source appearance):
+different object priors and an appearance shifted by `shift` (0 = the source appearance), each image by its own
+strength drawn uniformly in (0.1, 1] × `shift`, so the target domain is a continuum from mildly to fully shifted:
 
 * a palette change: every class colour moves towards a target palette in which several classes take colours close to
   *other* classes' source colours (vegetation turns autumn brown like source buildings, buildings turn blue-grey,
@@ -295,7 +296,10 @@ def _shift_appearance(rgb: np.ndarray, label: np.ndarray, rng, shift: float) -> 
 
 def _render(domain: str, split: str, index: int, *, seed: int, height: int, width: int, shift: float):
     rng = np.random.default_rng([seed, _DOMAIN_CODE[domain], _SPLIT_CODE[split], index])
-    s = 0.0 if domain == "source" else float(shift)
+    # Each target image gets its own shift strength, from barely shifted to fully shifted: the target domain is a
+    # continuum, as real ones are (weather, time of day), so confident predictions on mildly shifted images carry
+    # information about the strongly shifted ones, which is what self-training exploits.
+    s = 0.0 if domain == "source" else float(shift) * rng.uniform(0.1, 1.0)
     canvas = _Canvas(rng, height, width, s)
     _scene(canvas, _PRIORS[domain])
     img = canvas.image
