@@ -246,7 +246,8 @@ def test_device_path_matches_float64_reference(device):
     assert not np.signbit(ent).any() and ent.max() <= 1.0
 
 
-def test_first_pass_histograms_stored_by_the_entropy_stage(tmp_path):
+@pytest.mark.parametrize("device", DEVICES)
+def test_first_pass_histograms_stored_by_the_entropy_stage(tmp_path, device):
     """The entropy stage counts pass 1 of the exact thresholds from the very maps it writes; the pseudo-label stage
     then runs pass 2 only, with the same thresholds as the sort-based rule; a stale histogram is refused."""
     from esl.pseudo_labels import compute_thresholds
@@ -257,7 +258,7 @@ def test_first_pass_histograms_stored_by_the_entropy_stage(tmp_path):
     infer = tmp_path / "infer.h5"
     write_infer(infer, logits, [f"i{k}" for k in range(7)])
     out = tmp_path / "entropy.h5"
-    entropy_maps_h5(infer, out, size=(11, 15), batch_size=3, prov={})
+    entropy_maps_h5(infer, out, size=(11, 15), batch_size=3, prov={}, device=device)
     with h5py.File(out, "r") as f:
         label = f["label"][()]
         for key in ("entropy", "max_prob"):
@@ -267,7 +268,9 @@ def test_first_pass_histograms_stored_by_the_entropy_stage(tmp_path):
         values = {k: f[k][()] for k in ("entropy", "max_prob")}
     for method, key, q, desc in (("esl", "entropy", 0.5, False), ("cbst", "max_prob", 0.2, True)):
         params = {"floor": 0.0} if method == "esl" else {}
-        got, counts = compute_thresholds(out, method, params, 5, chunk_images=2)
+        got, counts = compute_thresholds(
+            out, method, params, 5, chunk_images=2, device=None if device == "cpu" else device
+        )
         want, want_counts = class_thresholds_sorted(values[key], label, 5, q, desc)
         np.testing.assert_array_equal(counts, want_counts)
         np.testing.assert_array_equal(got, want.astype(np.float32))
