@@ -3,9 +3,15 @@
 
 import os
 
-# The rules' scripts import the library from src/ whether or not it is installed (e.g. inside a conda env).
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    p for p in (os.path.join(workflow.basedir, "src"), os.environ.get("PYTHONPATH")) if p
+# The rules' scripts import the library from src/ whether or not it is installed (e.g. inside a conda env); set
+# here, not required from the user, so it is no `envvars:` entry. Jobs inherit it (Slurm jobs too: sbatch exports
+# the environment).
+os.environ.update(
+    PYTHONPATH=os.pathsep.join(
+        p
+        for p in (os.path.join(workflow.basedir, "src"), os.environ.get("PYTHONPATH"))
+        if p
+    )
 )
 
 EXPERIMENT = config["experiment"]
@@ -49,10 +55,17 @@ def split_params(split):
     data = config["data"]
     if split == "source_train":
         d = data["source"]
-        return dict(layout=d["layout"], root=d["root"], split=d["split"], list_file=d.get("list_file"))
+        return dict(
+            layout=d["layout"],
+            root=d["root"],
+            split=d["split"],
+            list_file=d.get("list_file"),
+        )
     d = data["target"]
     name = d["train_split"] if split == "target_train" else d["val_split"]
-    return dict(layout=d["layout"], root=d["root"], split=name, list_file=d.get(f"{split}_list"))
+    return dict(
+        layout=d["layout"], root=d["root"], split=name, list_file=d.get(f"{split}_list")
+    )
 
 
 def input_params(domain):

@@ -4,41 +4,41 @@
 if config.get("toy"):
 
     rule toy:
-        message:
-            "Generating the toy domain pair in {params.toy[root]}"
         output:
             f"{config['toy']['root']}/manifest.csv",
-        params:
-            toy=config["toy"],
         log:
             f"{LOGS}/toy.log",
+        conda:
+            ENV
         threads: 1
         resources:
             mem_mb=1000,
             runtime=10,
-        conda:
-            ENV
+        params:
+            toy=config["toy"],
+        message:
+            "Generating the toy domain pair in {params.toy[root]}"
         script:
             "../scripts/toy.py"
 
 
 rule index:
-    message:
-        "Indexing and validating the {wildcards.split} split"
     input:
         toy_manifest(),
     output:
         f"{RESULTS}/index/{{split}}.csv",
-    params:
-        dataset=lambda wc: split_params(wc.split),
-        num_classes=config["data"]["num_classes"],
     log:
         f"{LOGS}/index_{{split}}.log",
+    conda:
+        ENV
     threads: 1
     resources:
         mem_mb=1000,
         runtime=30,
-    conda:
-        ENV
+    params:
+        dataset=lambda wc: split_params(wc.split),
+        num_classes=config["data"]["num_classes"],
+    message:
+        "Indexing and validating the {wildcards.split} split"
     script:
         "../scripts/index.py"

@@ -2,8 +2,6 @@
 
 
 rule entropy:
-    message:
-        "Entropy maps of {wildcards.model}"
     input:
         logits=f"{RESULTS}/infer/{{model}}.h5",
         index=f"{RESULTS}/index/target_train.csv",
@@ -16,17 +14,19 @@ rule entropy:
             category="Entropy maps",
             subcategory="{model}",
         ),
-    params:
-        size=config["entropy"]["size"] or list(config["data"]["target"]["size"]),
-        pictures=config["entropy"]["pictures"],
-        batch_size=config["infer"]["batch_size"],
     log:
         f"{LOGS}/entropy_{{model}}.log",
+    conda:
+        ENV
     threads: 2
     resources:
         mem_mb=4000,
         runtime=60,
-    conda:
-        ENV
+    params:
+        size=config["entropy"]["size"] or list(config["data"]["target"]["size"]),
+        pictures=config["entropy"]["pictures"],
+        batch_size=config["infer"]["batch_size"],
+    message:
+        "Entropy maps of {wildcards.model}"
     script:
         "../scripts/entropy.py"

@@ -2,8 +2,6 @@
 
 
 rule evaluate:
-    message:
-        "Evaluating {wildcards.model} on target val"
     input:
         model=lambda wc: checkpoint_path(wc.model),
         index=f"{RESULTS}/index/target_val.csv",
@@ -14,43 +12,47 @@ rule evaluate:
             category="Per-class IoU",
             labels={"model": "{model}"},
         ),
-    params:
-        target=input_params("target"),
-        batch_size=config["evaluate"]["batch_size"],
     log:
         f"{LOGS}/evaluate_{{model}}.log",
+    conda:
+        ENV
     threads: 2
     resources:
         gpu=1,
         mem_mb=8000,
         runtime=60,
-    conda:
-        ENV
+    params:
+        target=input_params("target"),
+        batch_size=config["evaluate"]["batch_size"],
+    message:
+        "Evaluating {wildcards.model} on target val"
     script:
         "../scripts/evaluate.py"
 
 
 rule summary:
-    message:
-        "Summary over all models"
     input:
         evals=expand(f"{RESULTS}/eval/{{model}}.csv", model=MODELS),
-        quality=expand(f"{RESULTS}/pseudo_labels/{{model}}_quality.csv", model=SELFTRAINED),
+        quality=expand(
+            f"{RESULTS}/pseudo_labels/{{model}}_quality.csv", model=SELFTRAINED
+        ),
     output:
         report(
             f"{RESULTS}/summary.csv",
             caption="../report/summary.rst",
             category="Summary",
         ),
-    params:
-        models=MODELS,
     log:
         f"{LOGS}/summary.log",
+    conda:
+        ENV
     threads: 1
     resources:
         mem_mb=1000,
         runtime=10,
-    conda:
-        ENV
+    params:
+        models=MODELS,
+    message:
+        "Summary over all models"
     script:
         "../scripts/summary.py"

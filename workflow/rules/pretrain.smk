@@ -2,8 +2,6 @@
 
 
 rule pretrain:
-    message:
-        "Pretraining on the source domain ({params.train[method]})"
     input:
         source=f"{RESULTS}/index/source_train.csv",
         # MinEnt/AdvEnt also see the (unlabelled) target images; source-only does not depend on them.
@@ -16,6 +14,19 @@ rule pretrain:
         checkpoint=config["pretrain"].get("checkpoint") or [],
     output:
         f"{RESULTS}/pretrain/model.pt",
+    log:
+        f"{LOGS}/pretrain.log",
+    # With --cache and $SNAKEMAKE_OUTPUT_CACHE set, experiments with the same pretraining settings and data share one
+    # model (docs/CLUSTER.md). The key hashes this script, the params and a given checkpoint file, plus the upstream
+    # jobs' scripts and params (not their output files, not the experiment name); "omit-software": not the conda env.
+    cache: "omit-software"
+    conda:
+        ENV
+    threads: 2
+    resources:
+        gpu=config["pretrain"].get("gpus", 1),  # > 1: DistributedDataParallel under torchrun
+        mem_mb=8000,
+        runtime=24 * 60,
     params:
         model=model_params(),
         train=config["pretrain"],
@@ -25,18 +36,7 @@ rule pretrain:
             if config["pretrain"]["method"] != "source_only"
             else None
         ),
-    log:
-        f"{LOGS}/pretrain.log",
-    threads: 2
-    resources:
-        gpu=config["pretrain"].get("gpus", 1),  # > 1: DistributedDataParallel under torchrun
-        mem_mb=8000,
-        runtime=24 * 60,
-    conda:
-        ENV
-    # With --cache and $SNAKEMAKE_OUTPUT_CACHE set, experiments with the same pretraining settings and data share one
-    # model (docs/CLUSTER.md). The key hashes this script, the params and a given checkpoint file, plus the upstream
-    # jobs' scripts and params (not their output files, not the experiment name); "omit-software": not the conda env.
-    cache: "omit-software"
+    message:
+        "Pretraining on the source domain ({params.train[method]})"
     script:
         "../scripts/pretrain.py"

@@ -2,8 +2,6 @@
 
 
 rule pseudo_labels:
-    message:
-        "Pseudo-labels {wildcards.method} round {wildcards.k}"
     input:
         entropy=lambda wc: f"{RESULTS}/entropy/{previous_model(wc.method, wc.k)}.h5",
         index=f"{RESULTS}/index/target_train.csv",
@@ -21,18 +19,20 @@ rule pseudo_labels:
             category="Pseudo-labels",
             subcategory="Precision and coverage",
         ),
+    log:
+        f"{LOGS}/pseudo_labels_{{method}}_r{{k}}.log",
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=60,
     params:
         method=lambda wc: wc.method,
         params=lambda wc: config["pseudo_labels"].get(wc.method) or {},
         layout=config["data"]["target"]["layout"],
         num_classes=config["data"]["num_classes"],
-    log:
-        f"{LOGS}/pseudo_labels_{{method}}_r{{k}}.log",
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=60,
-    conda:
-        ENV
+    message:
+        "Pseudo-labels {wildcards.method} round {wildcards.k}"
     script:
         "../scripts/pseudo_labels.py"

@@ -2,8 +2,6 @@
 
 
 rule selftrain:
-    message:
-        "Self-training {wildcards.method} round {wildcards.k}"
     input:
         source=f"{RESULTS}/index/source_train.csv",
         target=f"{RESULTS}/index/target_train.csv",
@@ -15,19 +13,21 @@ rule selftrain:
         ),
     output:
         f"{RESULTS}/selftrain/{{method}}_r{{k}}/model.pt",
-    params:
-        model=model_params(),
-        train=config["selftrain"],
-        source=input_params("source"),
-        target=input_params("target"),
     log:
         f"{LOGS}/selftrain_{{method}}_r{{k}}.log",
+    conda:
+        ENV
     threads: 2
     resources:
         gpu=config["selftrain"].get("gpus", 1),  # > 1: DistributedDataParallel under torchrun
         mem_mb=8000,
         runtime=24 * 60,
-    conda:
-        ENV
+    params:
+        model=model_params(),
+        train=config["selftrain"],
+        source=input_params("source"),
+        target=input_params("target"),
+    message:
+        "Self-training {wildcards.method} round {wildcards.k}"
     script:
         "../scripts/selftrain.py"
