@@ -61,6 +61,23 @@ def test_random_float32_many_chunks():
     assert (counts[:-1] % 2 == 0).any() and (counts[:-1] % 2 == 1).any()  # odd and even n exercised
 
 
+@pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.int64, np.uint64])
+@pytest.mark.parametrize("n_chunks", [1, 3])
+def test_chunks_larger_than_a_block_and_class_dtypes(dtype, n_chunks):
+    # 200k values per pass: chunks span several of the 65536-value blocks the NumPy path works in
+    rng = np.random.default_rng(3)
+    values = (rng.random(200_003, dtype=np.float32) ** 3).astype(np.float32)
+    values[::1001] = 0.0
+    classes = rng.integers(0, 6, size=values.size).astype(dtype)
+    check(values, classes, 6, n_chunks=n_chunks)
+
+
+def test_negative_class_ids_rejected():
+    sr = StreamingRank(3)
+    with pytest.raises(ValueError, match="class ids"):
+        sr.add(np.float32([0.1, 0.2]), np.array([0, -1], dtype=np.int8))
+
+
 @pytest.mark.parametrize("q", [0.0, 0.1, 0.5, 0.77, 1.0])
 @pytest.mark.parametrize("descending", [False, True])
 def test_quantiles_and_descending(q, descending):

@@ -8,6 +8,7 @@ histogram. Memory: two (C, 65536) int64 histograms, whatever the number of value
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterable
 
 import numpy as np
@@ -32,8 +33,15 @@ def rank_index(n: int, q: float) -> int:
     return min(int(np.round(q * n)), n - 1)
 
 
+# Values are processed in blocks of this many so that the per-block temporaries stay in the CPU caches.
+_BLOCK = 1 << 16
+# Which uint16 half of a uint32 holds its high 16 bits.
+_HI, _LO = (1, 0) if sys.byteorder == "little" else (0, 1)
+
+
 def _bits_and_classes(values, classes, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
-    """Validated uint32 bit patterns (−0.0 mapped to +0.0) and integer class ids, both flat (no copy of the ids)."""
+    """Validated uint32 bit patterns (−0.0 mapped to +0.0) and integer class ids, both flat and without copies in the
+    usual case (float32 values with no −0.0)."""
     values = np.ascontiguousarray(values, dtype=np.float32).ravel()
     classes = np.asarray(classes).ravel()
     if values.shape != classes.shape:
@@ -42,15 +50,26 @@ def _bits_and_classes(values, classes, num_classes: int) -> tuple[np.ndarray, np
         raise ValueError(f"class ids must be integers, got {classes.dtype}")
     if values.size == 0:
         return np.empty(0, np.uint32), np.empty(0, np.int64)
-    raw = values.view(np.uint32)
-    bits = raw & np.uint32(0x7FFFFFFF)
-    # two reductions instead of a mask: NaN/inf have |bits| >= inf; negatives other than -0.0 have raw > -0.0's bits
-    if int(bits.max()) >= _INF_BITS or int(raw.max()) > _NEG_ZERO_BITS:
-        _raise_bad_values(values)
-    lo, hi = int(classes.min()), int(classes.max())
+    bits = values.view(np.uint32)
+    # Finite values >= 0 are exactly the patterns below +inf's; one reduction checks that in the usual case.
+    top = int(bits.max())
+    if top >= _INF_BITS:
+        bits = bits & np.uint32(0x7FFFFFFF)  # −0.0 -> +0.0; negatives other than −0.0 have patterns above −0.0's
+        if int(bits.max()) >= _INF_BITS or top > _NEG_ZERO_BITS:
+            _raise_bad_values(values)
+    if classes.dtype.kind == "u" and classes.dtype.itemsize == 8:
+        classes = classes.astype(np.int64)  # uint64 * intp would promote to float64
+    lo = 0 if classes.dtype.kind == "u" else int(classes.min())
+    hi = int(classes.max())
     if lo < 0 or hi >= num_classes:
         raise ValueError(f"class ids must be in [0, {num_classes}), got range [{lo}, {hi}]")
     return bits, classes
+
+
+def _halves(bits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Strided uint16 views of the high and low 16 bits of uint32 `bits` (no copy)."""
+    pairs = bits.view(np.uint16).reshape(-1, 2)
+    return pairs[:, _HI], pairs[:, _LO]
 
 
 def _raise_bad_values(values: np.ndarray):
@@ -61,14 +80,6 @@ def _raise_bad_values(values: np.ndarray):
         f"values must be finite and >= 0: {int(np.isnan(v).sum())} NaN, {int(np.isinf(v).sum())} infinite, "
         f"{int((v < 0).sum())} negative"
     )
-
-
-def _index(classes: np.ndarray, low: np.ndarray) -> np.ndarray:
-    """int64 flat histogram index ``class << 16 | low`` (low < 65536), built in place in one new array."""
-    index = classes.astype(np.intp, copy=True)
-    index <<= BITS
-    np.bitwise_or(index, low, out=index)
-    return index
 
 
 class StreamingRank:
@@ -93,7 +104,8 @@ class StreamingRank:
         self._second_total = 0
         self._bucket: np.ndarray | None = None  # (C,) chosen high-bits bucket, -1 for none
         self._inner: np.ndarray | None = None  # (C,) rank inside the bucket
-        self._bucket32: np.ndarray | None = None  # the buckets as uint32, 0xFFFFFFFF for none (never matches)
+        # the buckets as uint16 high halves, 0xFFFF for none: finite values >= 0 have high halves < 0x7F80, never that
+        self._bucket16: np.ndarray | None = None
 
     @classmethod
     def from_first_pass(cls, hist_hi, device=None) -> StreamingRank:
@@ -130,14 +142,18 @@ class StreamingRank:
             self._first_total += self._torch.add(values, classes)
             return
         bits, cls = _bits_and_classes(values, classes, self.num_classes)
-        if bits.size:
-            self._first_total += bits.size
-            # only the buckets up to the chunk's largest one (values in [0, 1] use a quarter of them): less to add up
-            width = (int(bits.max()) >> BITS) + 1
-            index = cls.astype(np.intp, copy=True)
-            index *= width
-            index += bits >> BITS
-            self._hi[:, :width] += np.bincount(index, minlength=self.num_classes * width).reshape(-1, width)
+        if not bits.size:
+            return
+        self._first_total += bits.size
+        high, _ = _halves(bits)
+        # only the buckets up to the chunk's largest one (values in [0, 1] use a quarter of them): less to add up
+        width = int(high.max()) + 1
+        index = np.empty(bits.size, np.intp)
+        for s in range(0, bits.size, _BLOCK):  # index = class · width + high bits, built block by block in cache
+            block = index[s : s + _BLOCK]
+            np.multiply(cls[s : s + _BLOCK], np.intp(width), out=block)
+            np.add(block, high[s : s + _BLOCK], out=block)
+        self._hi[:, :width] += np.bincount(index, minlength=self.num_classes * width).reshape(-1, width)
 
     def counts(self) -> np.ndarray:
         """(C,) int64 number of values per class seen in pass 1."""
@@ -162,7 +178,7 @@ class StreamingRank:
             bucket[c] = b
             inner[c] = ranks[c] - (cum[b - 1] if b > 0 else 0)
         self._bucket, self._inner = bucket, inner
-        self._bucket32 = np.where(bucket >= 0, bucket, 0xFFFFFFFF).astype(np.uint32)
+        self._bucket16 = np.where(bucket >= 0, bucket, 0xFFFF).astype(np.uint16)
         self._second_total = 0
         if self._torch is not None:
             self._torch.plan(bucket)
@@ -180,15 +196,28 @@ class StreamingRank:
         if not bits.size:
             return
         self._second_total += bits.size
-        sel = (bits >> BITS) == self._bucket32[cls]
-        if sel.any():
-            index = _index(cls[sel], bits[sel] & np.uint32(BUCKETS - 1))
-            flat = self._lo.reshape(-1)
-            if index.size < flat.size // 16:  # few values in the chosen buckets: count them without a full histogram
-                where, count = np.unique(index, return_counts=True)
-                flat[where] += count
-            else:
-                flat += np.bincount(index, minlength=flat.size)
+        high, low = _halves(bits)
+        wanted = np.empty(min(bits.size, _BLOCK), np.uint16)
+        sel = np.empty(wanted.size, bool)
+        picked = []
+        for s in range(0, bits.size, _BLOCK):  # select, block by block, the values in their class's chosen bucket
+            n = min(_BLOCK, bits.size - s)
+            np.take(self._bucket16, cls[s : s + n], out=wanted[:n])
+            np.equal(wanted[:n], high[s : s + n], out=sel[:n])
+            if sel[:n].any():
+                picked.append(np.flatnonzero(sel[:n]) + s)
+        if not picked:
+            return
+        k = np.concatenate(picked)
+        index = cls[k].astype(np.intp)
+        index <<= BITS
+        index |= low[k]
+        flat = self._lo.reshape(-1)
+        if index.size < flat.size // 16:  # few values in the chosen buckets: count them without a full histogram
+            where, count = np.unique(index, return_counts=True)
+            flat[where] += count
+        else:
+            flat += np.bincount(index, minlength=flat.size)
 
     def result(self) -> np.ndarray:
         """(C,) float32 exact values at the planned ranks; NaN where no rank was planned."""
