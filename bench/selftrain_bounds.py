@@ -8,6 +8,7 @@ Usage, after a workflow run (`bash scripts/demo.sh` or `snakemake --cores 2`):
 Each variant replaces the target pseudo-labels of `pseudo_labels/{method}_r{k}.h5` and runs the `selftrain` stage's
 training (`esl.train_cli.run`) in a temporary folder, then evaluates on target val like the `evaluate` rule:
 
+* `source only`           no target images at all: the extra iterations on the source alone.
 * `no target labels`      every target pixel 255: continued training on the source, target images still seen (their
                           BatchNorm statistics), no target supervision. What the extra iterations alone give.
 * `{method} (retrained)`  the workflow's pseudo-labels as they are (`--check`): must equal the workflow's own model.
@@ -34,13 +35,31 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 from esl import datasets  # noqa: E402
+from esl.data import SegmentationSet  # noqa: E402
 from esl.evaluate import evaluate_model  # noqa: E402
 from esl.h5io import read_csv, read_names, write_names  # noqa: E402
 from esl.metrics import iou_from_confusion, mean_iou  # noqa: E402
-from esl.model import load_checkpoint  # noqa: E402
+from esl.model import load_checkpoint, save_checkpoint  # noqa: E402
+from esl.train import TrainConfig, train  # noqa: E402
 from esl.train_cli import run  # noqa: E402
 
-VARIANTS = ("none", "check", "right_only", "gt_kept", "gt")
+
+def train_source_only(spec: dict, log) -> int:
+    """The self-training schedule without a target domain (what `train_cli.run` does, minus the target)."""
+    p, inputs = spec["params"], spec["input"]
+    src = p["source"]
+    if inputs["init"] is None:
+        raise SystemExit("the source-only variant needs selftrain.init: pretrained")
+    model, payload = load_checkpoint(inputs["init"], num_classes=src["num_classes"])
+    source = SegmentationSet(
+        datasets.read_index(inputs["source"]), src["layout"], src["size"], src["mean_bgr"], src["num_classes"]
+    )
+    train(model, source, None, TrainConfig.from_params(p["train"]), torch.device("cpu"), log=log)
+    save_checkpoint(spec["output"], model, payload["model"])
+    return 0
+
+
+VARIANTS = ("source", "none", "check", "right_only", "gt_kept", "gt")
 
 
 def input_params(config: dict, domain: str) -> dict:
@@ -93,7 +112,9 @@ def main():
     ap.add_argument("--results", type=Path, default=None, help="default: results/{experiment} of the config")
     ap.add_argument("--method", default="esl")
     ap.add_argument("--round", type=int, default=1)
-    ap.add_argument("--variants", nargs="+", default=["none", "right_only", "gt_kept", "gt"], choices=VARIANTS)
+    ap.add_argument(
+        "--variants", nargs="+", default=["source", "none", "right_only", "gt_kept", "gt"], choices=VARIANTS
+    )
     ap.add_argument("--check", action="store_true", help="also retrain with the workflow's own pseudo-labels")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
@@ -122,6 +143,7 @@ def main():
         flush=True,
     )
     labels = {
+        "source": ("source only", None),
         "none": ("no target labels", np.full_like(pl, 255)),
         "check": (f"{args.method} (retrained)", pl),
         "right_only": (f"{args.method}, errors -> 255", np.where(kept & (pl == gt), pl, 255).astype(np.uint8)),
@@ -138,7 +160,8 @@ def main():
             name, label = labels[key]
             start = time.perf_counter()
             h5 = Path(tmp) / f"{key}.h5"
-            write_labels(h5, label, names)
+            if label is not None:
+                write_labels(h5, label, names)
             spec = {
                 "stage": "selftrain",
                 "params": {"model": dict(config["model"]), "train": st, "source": src, "target": tgt},
@@ -154,7 +177,7 @@ def main():
                 "device": "auto",
             }
             with open(Path(tmp) / f"{key}.log", "w") as log:
-                if run(spec, log=log) != 0:
+                if (train_source_only if label is None else run)(spec, log=log) != 0:
                     raise SystemExit(f"training the {name!r} variant failed; see its log")
             rows.append((name, miou_of(spec["output"], val, tgt, int(config["evaluate"]["batch_size"]))))
             print(f"{name}: {rows[-1][1]:.2f} mIoU ({time.perf_counter() - start:.0f} s)", flush=True)
