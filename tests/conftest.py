@@ -8,6 +8,7 @@ never skip, if Slurm is not there.
 import os
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -66,8 +67,9 @@ def job_name(job) -> str:
     return f"{job.rule.name}:{','.join(f'{k}={v}' for k, v in job.wildcards.items())}".rstrip(":")
 
 
-def planned_jobs(workdir: Path, config: dict | None = None, forcerun=()) -> list[str]:
-    """Jobs a dry run would execute, as `rule:wildcards`."""
+@contextmanager
+def dry_run(workdir: Path, config: dict | None = None, forcerun=()):
+    """The Snakemake workflow of `workdir/config.yaml` (overridden by `config`) after a dry run: DAG, jobs, params."""
     with SnakemakeApi(OutputSettings(quiet={Quietness.ALL})) as api:
         wf = api.workflow(
             resource_settings=ResourceSettings(cores=1),
@@ -76,7 +78,13 @@ def planned_jobs(workdir: Path, config: dict | None = None, forcerun=()) -> list
             workdir=workdir,
         )
         wf.dag(DAGSettings(forcerun=set(forcerun))).execute_workflow(executor="dryrun")
-        jobs = wf._workflow.dag.needrun_jobs(exclude_finished=False)
+        yield wf._workflow
+
+
+def planned_jobs(workdir: Path, config: dict | None = None, forcerun=()) -> list[str]:
+    """Jobs a dry run would execute, as `rule:wildcards`."""
+    with dry_run(workdir, config, forcerun) as workflow:
+        jobs = workflow.dag.needrun_jobs(exclude_finished=False)
         return sorted(job_name(j) for j in jobs if j.rule.name != "all")
 
 

@@ -6,10 +6,8 @@ import os
 import subprocess
 
 import pytest
-from conftest import REPO, SNAKEMAKE, TINY, write_config
-from snakemake.api import SnakemakeApi
+from conftest import REPO, SNAKEMAKE, TINY, dry_run, write_config
 from snakemake.caching.hash import ProvenanceHashMap
-from snakemake.settings.types import ConfigSettings, DAGSettings, OutputSettings, Quietness, ResourceSettings
 
 from esl.model import load_checkpoint
 
@@ -31,15 +29,7 @@ def pretrain_cache_key(workdir, config: dict) -> str:
     """The between-workflow cache key Snakemake computes for the pretrain job of `config` (a dry run; nothing runs)."""
     workdir.mkdir()
     write_config(workdir, config)
-    with SnakemakeApi(OutputSettings(quiet={Quietness.ALL})) as api:
-        wf = api.workflow(
-            resource_settings=ResourceSettings(cores=1),
-            config_settings=ConfigSettings(configfiles=[workdir / "config.yaml"]),
-            snakefile=REPO / "Snakefile",
-            workdir=workdir,
-        )
-        wf.dag(DAGSettings()).execute_workflow(executor="dryrun")
-        workflow = wf._workflow
+    with dry_run(workdir) as workflow:
         (job,) = [j for j in workflow.dag.jobs if j.rule.name == "pretrain"]
         assert job.rule.cache and job.rule.cache.output and job.rule.cache.omit_software
         return workflow.async_run(ProvenanceHashMap().get_provenance_hash(job))

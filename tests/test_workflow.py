@@ -5,9 +5,7 @@ import subprocess
 import h5py
 import numpy as np
 import yaml
-from conftest import REPO, SNAKEMAKE, TINY, job_name, planned_jobs, write_config  # noqa: F401 - re-exported for other tests
-from snakemake.api import SnakemakeApi
-from snakemake.settings.types import ConfigSettings, DAGSettings, OutputSettings, Quietness, ResourceSettings
+from conftest import REPO, SNAKEMAKE, TINY, dry_run, job_name, planned_jobs, write_config  # noqa: F401 - re-exported for other tests
 
 from esl.h5io import read_csv, read_provenance
 
@@ -101,15 +99,8 @@ def test_unselected_method_sections_are_optional(tmp_path):
     config = yaml.safe_load(yaml.safe_dump(TINY))
     config["pseudo_labels"] = {"methods": ["mpsl"]}  # no esl/mpsl sections: the paper's values apply
     write_config(tmp_path, config)
-    with SnakemakeApi(OutputSettings(quiet={Quietness.ALL})) as api:
-        wf = api.workflow(
-            resource_settings=ResourceSettings(cores=1),
-            config_settings=ConfigSettings(configfiles=[tmp_path / "config.yaml"]),
-            snakefile=REPO / "Snakefile",
-            workdir=tmp_path,
-        )
-        wf.dag(DAGSettings()).execute_workflow(executor="dryrun")
-        jobs = {job_name(j): j for j in wf._workflow.dag.needrun_jobs(exclude_finished=False)}
+    with dry_run(tmp_path) as workflow:
+        jobs = {job_name(j): j for j in workflow.dag.needrun_jobs(exclude_finished=False)}
     assert "pseudo_labels:method=mpsl,k=1" in jobs
     assert not any("esl" in name for name in jobs)
     assert jobs["pseudo_labels:method=mpsl,k=1"].params.params == {"cap": 0.9}
