@@ -166,9 +166,12 @@ def _run(spec, device, rank, world, stop, log) -> int:
     if rank == 0:
         amp_note = " (CUDA only: float32 here)" if cfg.amp and device.type != "cuda" else ""
         what = f"{len(source)} source" + (f" + {len(target)} target" if target is not None else "")
+        terms = method or "source_only"
+        if stage == "selftrain":  # the target terms: pseudo-labels, plus AdvEnt's when selftrain.adversarial
+            terms = "pseudo-labels" + (f" + {method}" if method else "")
         procs = f", {world} processes" if world > 1 else ""
         print(
-            f"{stage} ({method or 'source_only'}) on {what} images, {cfg.iters} iterations, device {device}{procs}, "
+            f"{stage} ({terms}) on {what} images, {cfg.iters} iterations, device {device}{procs}, "
             f"batchnorm {cfg.batchnorm}, amp {cfg.amp or 'off'}{amp_note}, "
             f"compile {cfg.compile}, resumable state {resume.path} every {resume.every} iterations",
             file=log,
