@@ -37,6 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 from esl import datasets  # noqa: E402
 from esl.data import SegmentationSet  # noqa: E402
+from esl.device import resolve_device  # noqa: E402
 from esl.evaluate import evaluate_model  # noqa: E402
 from esl.h5io import read_csv, read_names, write_names  # noqa: E402
 from esl.metrics import iou_from_confusion, mean_iou  # noqa: E402
@@ -55,8 +56,8 @@ def train_source_only(spec: dict, log) -> int:
     source = SegmentationSet(
         datasets.read_index(inputs["source"]), src["layout"], src["size"], src["mean_bgr"], src["num_classes"]
     )
-    train(model, source, None, TrainConfig.from_params(p["train"]), torch.device("cpu"), log=log)
-    save_checkpoint(spec["output"], model, payload["model"])
+    train(model, source, None, TrainConfig.from_params(p["train"]), resolve_device(), log=log)
+    save_checkpoint(spec["output"], model.cpu(), payload["model"])
     return 0
 
 
@@ -97,6 +98,7 @@ def miou_of(model_path, val, tgt: dict, batch_size: int) -> float:
         mean_bgr=tgt["mean_bgr"],
         num_classes=tgt["num_classes"],
         batch_size=batch_size,
+        device=resolve_device(),
         log=io.StringIO(),  # the progress lines are not wanted here
     )
     return mean_iou(iou_from_confusion(conf))
