@@ -44,11 +44,18 @@ TINY = {
         },
     },
     "model": {"layers": [1, 1, 1, 1], "width": 4, "init": None},
-    "pretrain": {"method": "source_only", "checkpoint": None, "iters": 2, "batch_size": 2, "lr": 0.01},
+    "pretrain": {
+        "method": "source_only",
+        "checkpoint": None,
+        "iters": 2,
+        "batch_size": 2,
+        "lr": 0.01,
+        "save_every": 1,  # a resumable state is saved mid-run, then removed with its folder at the end
+    },
     "infer": {"batch_size": 4},
     "entropy": {"size": None, "pictures": 2},
     "pseudo_labels": {"methods": ["esl", "mpsl"], "esl": {"floor": 0.1}, "mpsl": {"cap": 0.9}},
-    "selftrain": {"rounds": 1, "init": "same_as_pretrain", "iters": 2, "batch_size": 2, "lr": 0.01},
+    "selftrain": {"rounds": 1, "init": "same_as_pretrain", "iters": 2, "batch_size": 2, "lr": 0.01, "save_every": 1},
     "evaluate": {"batch_size": 4},
 }
 

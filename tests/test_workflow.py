@@ -37,6 +37,7 @@ def test_end_to_end_artifacts_and_layouts(tiny_run):
     assert prov["config"]["params"] == {"floor": 0.1}
     assert "results/tiny/entropy/pretrain.h5" in prov["inputs"]
     assert not list(res.rglob("*.tmp-*"))
+    assert not (res / "resume").exists()  # the training jobs' resumable states and their folder go after success
     for log in (res / "logs").iterdir():
         assert log.stat().st_size > 0, log
 

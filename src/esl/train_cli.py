@@ -80,6 +80,7 @@ def launch(spec: dict, log=None) -> int:
     if rc == 0:
         spec_path.unlink(missing_ok=True)
         _rmdir(spec_path.parent)
+        _remove_resume_folder(spec_path)
         return 0
     return EXIT_PREEMPTED if stop() and Path(spec["resume"]).exists() else rc
 
@@ -187,6 +188,7 @@ def _run(spec, device, rank, world, stop, log) -> int:
         print(f"final mean losses: {stats}", file=log, flush=True)
         save_checkpoint(spec["output"], model.cpu(), _model_kwargs(p), spec.get("provenance"))
         resume.remove()
+        _remove_resume_folder(resume.path)
     return 0
 
 
@@ -218,6 +220,13 @@ def _device(name: str, local_rank: int) -> torch.device:
     if device.type == "cuda":
         return torch.device("cuda", local_rank)
     return device
+
+
+def _remove_resume_folder(state: Path) -> None:
+    """After success, the workflow's empty `resume/` folder (results/{experiment}/resume/{job}/state.pt) goes too."""
+    folder = Path(state).parent.parent
+    if folder.name == "resume":
+        _rmdir(folder)
 
 
 def _rmdir(path: Path) -> None:
