@@ -60,6 +60,9 @@ _TARGET_RGB = {
 # Per-object colour spread (RGB standard deviation) of each class.
 _SPREAD = {ROAD: 6, SIDEWALK: 8, BUILDING: 18, POLE: 6, SIGN: 10, VEGETATION: 12, SKY: 6, PERSON: 40, CAR: 45}
 _SKIN = (205, 160, 130)
+# Strengths of the target's texture (amplitude), sensor noise (standard deviation, both in 0..255 units) and extra
+# Gaussian blur (sigma, pixels) at shift = 1.
+_TEXTURE, _NOISE, _BLUR = 6.0, 4.0, 0.6
 
 # Scene priors (means of object counts, ranges of geometry) of each domain.
 _PRIORS = {
@@ -278,7 +281,7 @@ def _shift_appearance(rgb: np.ndarray, label: np.ndarray, rng, shift: float) -> 
     tex = rng.normal(0.0, 1.0, (h, w)).astype(np.float32)
     tex = cv2.GaussianBlur(tex, (0, 0), 0.7) * 2.0
     mask = np.isin(label, (ROAD, SIDEWALK, BUILDING)).astype(np.float32)
-    img += (6.0 * shift * tex * mask)[..., None]
+    img += (_TEXTURE * shift * tex * mask)[..., None]
     # lighting: contrast, brightness, gamma, vertical gradient
     contrast = 1.0 - shift * rng.uniform(0.0, 0.15)
     brightness = shift * rng.uniform(-8, 8)
@@ -289,8 +292,8 @@ def _shift_appearance(rgb: np.ndarray, label: np.ndarray, rng, shift: float) -> 
     ramp = 1.0 - g * np.linspace(0.0, 1.0, h, dtype=np.float32)[:, None, None]  # lighter or darker towards the bottom
     img *= ramp
     # optics and sensor
-    img = cv2.GaussianBlur(img, (0, 0), 0.2 + 0.6 * min(shift, 1.0) * rng.uniform(0.7, 1.3))
-    img += rng.normal(0.0, 4.0 * shift, img.shape).astype(np.float32)
+    img = cv2.GaussianBlur(img, (0, 0), 0.2 + _BLUR * min(shift, 1.0) * rng.uniform(0.7, 1.3))
+    img += rng.normal(0.0, _NOISE * shift, img.shape).astype(np.float32)
     return img
 
 

@@ -1,0 +1,230 @@
+"""Toy designs against ESL's lift: generate a variant of the toy domain pair, pretrain, make ESL pseudo-labels from the
+pretrained model and self-train from it like the workflow, next to controls trained the same way; print target-val mIoU.
+
+Usage:
+
+    .venv/bin/python bench/toy_variants.py --design new_palette [--seed 0] [--pretrain-lr 0.01] [--selftrain-lr 0.01]
+        [--selftrain-iters 500] [--variants esl none gt_kept] [--workdir /tmp/toy_variants]
+
+Everything not given comes from config/config.yaml (toy sizes, model, pretrain and selftrain parameters; ESL floor).
+The stages are the library's (`generate_toy`, `train`, `entropy_map`, `class_thresholds`, `apply_thresholds`,
+`evaluate_model`) without Snakemake, so one design takes about 4 min on 2 cores (pretraining is cached in --workdir).
+Variants of the target labels for self-training:
+
+* `esl`      ESL's pseudo-labels (per-class median entropy, floored), as the workflow makes them.
+* `none`     every target pixel 255: target images through the network (BatchNorm statistics), no target labels.
+* `gt_kept`  the true labels of the pixels ESL keeps: its selection, right labels.
+* `gt`       every target-train pixel with its true label: the ceiling.
+
+It also prints how the source model does on target-train: accuracy, the fraction of pixels it gets wrong with
+normalised entropy < 0.1 (confident errors, which ESL keeps), and what ESL keeps (coverage, precision, mean
+-ln max-prob: how much gradient the kept pixels carry). The README's "Where the lift comes from" quotes its output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import io
+import json
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+from esl import datasets, toy  # noqa: E402
+from esl.classes import CLASS_NAMES  # noqa: E402
+from esl.data import SegmentationSet  # noqa: E402
+from esl.entropy import entropy_map  # noqa: E402
+from esl.evaluate import evaluate_model  # noqa: E402
+from esl.h5io import write_names  # noqa: E402
+from esl.metrics import iou_from_confusion, mean_iou  # noqa: E402
+from esl.model import initial_model  # noqa: E402
+from esl.pseudo_labels import apply_thresholds  # noqa: E402
+from esl.thresholds import class_thresholds  # noqa: E402
+from esl.train import TrainConfig, train  # noqa: E402
+
+R, SW, B, PO, SI, V, SK, PE, CA = (
+    toy.ROAD,
+    toy.SIDEWALK,
+    toy.BUILDING,
+    toy.POLE,
+    toy.SIGN,
+    toy.VEGETATION,
+    toy.SKY,
+    toy.PERSON,
+    toy.CAR,
+)
+# Overrides of the generator's module constants: target palette (class -> RGB at shift 1; "source" = no palette
+# change), texture amplitude, noise sigma, extra blur sigma at shift 1.
+DESIGNS = {
+    "default": {},
+    "no_palette_noisy": {"target_rgb": "source", "texture": 18.0, "noise": 18.0, "blur": 1.2},
+    # colours no source class has (some still near another class: the sky near the source sidewalk)
+    "new_palette": {
+        "target_rgb": {
+            R: (70, 92, 96),
+            SW: (190, 150, 190),
+            B: (200, 120, 160),
+            PO: (40, 90, 60),
+            SI: (120, 230, 230),
+            V: (30, 160, 150),
+            SK: (200, 200, 150),
+            PE: (230, 130, 20),
+            CA: (190, 60, 210),
+        }
+    },
+    # a random search for the palette farthest (>= 65 RGB) from every other class's source and target colour
+    "separated_palette": {
+        "target_rgb": {
+            R: (118, 52, 192),
+            SW: (218, 210, 220),
+            B: (234, 108, 61),
+            PO: (20, 131, 100),
+            SI: (142, 198, 85),
+            V: (67, 41, 20),
+            SK: (20, 160, 158),
+            PE: (128, 138, 30),
+            CA: (29, 20, 212),
+        }
+    },
+    # the default, but cars and persons (grey and dull purple, near the sidewalk and road) in colours of their own
+    "new_car_person": {"target_rgb": {PE: (230, 110, 160), CA: (150, 50, 170)}},
+}
+CLASSES = (R, SW, B, PO, SI, V, SK, PE, CA)
+
+
+@contextlib.contextmanager
+def patched_toy(design: dict):
+    saved = (dict(toy._TARGET_RGB), toy._TEXTURE, toy._NOISE, toy._BLUR)
+    try:
+        rgb = design.get("target_rgb", {})
+        toy._TARGET_RGB.update(toy._SOURCE_RGB if rgb == "source" else rgb)
+        toy._TEXTURE = design.get("texture", toy._TEXTURE)
+        toy._NOISE = design.get("noise", toy._NOISE)
+        toy._BLUR = design.get("blur", toy._BLUR)
+        yield
+    finally:
+        toy._TARGET_RGB.clear()
+        toy._TARGET_RGB.update(saved[0])
+        toy._TEXTURE, toy._NOISE, toy._BLUR = saved[1:]
+
+
+def key(*parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--design", choices=sorted(DESIGNS), default="default")
+    ap.add_argument("--config", default=str(REPO / "config/config.yaml"))
+    ap.add_argument("--seed", type=int, default=None, help="toy, pretrain and selftrain seed (default: the config's)")
+    ap.add_argument("--pretrain-lr", type=float)
+    ap.add_argument("--selftrain-lr", type=float)
+    ap.add_argument("--selftrain-iters", type=int)
+    ap.add_argument("--variants", nargs="+", choices=("esl", "none", "gt_kept", "gt"), default=["esl", "none"])
+    ap.add_argument("--workdir", default="/tmp/toy_variants")
+    ap.add_argument("--threads", type=int, default=2)
+    a = ap.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    cfg = yaml.safe_load(Path(a.config).read_text())
+    t, d = cfg["toy"], cfg["data"]
+    pre, st = dict(cfg["pretrain"]), dict(cfg["selftrain"])
+    if a.seed is not None:
+        t["seed"] = pre["seed"] = st["seed"] = a.seed
+    pre["lr"] = a.pretrain_lr or pre["lr"]
+    st["lr"] = a.selftrain_lr or st["lr"]
+    st["iters"] = a.selftrain_iters or st["iters"]
+    if st.get("init") != "pretrained":
+        raise SystemExit(f"{a.config}: selftrain.init must be pretrained here (the toy default), got {st.get('init')}")
+    size, mean, C = tuple(d["target"]["size"]), d["mean_bgr"], d["num_classes"]
+    work = Path(a.workdir)
+    gen = {k: t[k] for k in ("seed", "height", "width", "n_source", "n_target_train", "n_target_val", "shift")}
+    root = work / f"data_{key(a.design, DESIGNS[a.design], gen)}"
+    if not (root / "manifest.csv").exists():
+        with patched_toy(DESIGNS[a.design]):
+            toy.generate_toy(root, **gen)
+    src = datasets.list_samples("trainids", root / "source", "train")
+    tgt = datasets.list_samples("trainids", root / "target", "train")
+    val = datasets.list_samples("trainids", root / "target", "val")
+    mk = cfg["model"]
+    quiet = io.StringIO
+
+    def evaluate(model, ref=None) -> tuple[float, str]:
+        conf = evaluate_model(
+            model, val, layout="trainids", size=size, mean_bgr=mean, num_classes=C, batch_size=32, log=quiet()
+        )
+        iou = iou_from_confusion(conf)
+        m = mean_iou(iou)
+        lift = "" if ref is None else f"{m - ref:+6.2f}"
+        return m, f"{m:6.2f} {lift:>6}  [" + " ".join(f"{100 * iou[c]:3.0f}" for c in CLASSES) + "]"
+
+    source = SegmentationSet(src, "trainids", size, mean, C)
+    model = initial_model(C, mk, pre["seed"])
+    cache = work / f"pretrain_{key(root.name, mk, pre)}.pt"
+    t0 = time.time()
+    if cache.exists():
+        model.load_state_dict(torch.load(cache, weights_only=True))
+    else:
+        train(model, source, None, TrainConfig.from_params(pre), torch.device("cpu"), log=quiet())
+        torch.save(model.state_dict(), cache)
+    base, text = evaluate(model)
+    print(f"design {a.design}, seed {t['seed']}, pretrain lr {pre['lr']}, selftrain lr {st['lr']} x {st['iters']} it")
+    print("target-val mIoU, lift over pretrain, IoU of " + ", ".join(CLASS_NAMES[c] for c in CLASSES))
+    print(f"  pretrain   {text}   ({time.time() - t0:.0f} s)", flush=True)
+    initial = {k: v.clone() for k, v in model.state_dict().items()}
+
+    # ESL's pseudo-labels from the pretrained model, at the target training size
+    model.eval()
+    images = SegmentationSet(tgt, "trainids", size, mean, C, labels="none")
+    label, max_prob, entropy = [], [], []
+    with torch.no_grad():
+        for i in range(0, len(images), 32):
+            x = torch.stack([images[j][0] for j in range(i, min(i + 32, len(images)))])
+            lab, mp, ent = entropy_map(model(x)[1], size)
+            label.append(lab.numpy())
+            max_prob.append(mp.numpy())
+            entropy.append(ent.numpy())
+    label, max_prob, entropy = np.concatenate(label), np.concatenate(max_prob), np.concatenate(entropy)
+    thresholds, _ = class_thresholds(lambda: [(entropy, label)], C, 0.5)
+    thresholds = np.maximum(thresholds, cfg["pseudo_labels"]["esl"]["floor"])
+    esl = apply_thresholds(label, entropy, thresholds, "le")
+    gt = np.stack([datasets.read_label("trainids", s.label, size) for s in tgt])
+    valid, kept = gt != 255, esl != 255
+    wrong = (label != gt) & valid
+    print(
+        f"  target-train: accuracy {1 - wrong.sum() / valid.sum():.3f}, wrong {wrong.sum() / valid.sum():.3f}, "
+        f"confidently wrong (H < 0.1) {(wrong & (entropy < 0.1)).sum() / valid.sum():.3f}; ESL keeps "
+        f"{kept[valid].mean():.3f} at precision {(esl == gt)[kept & valid].mean():.3f}, "
+        f"mean -ln max-prob {(-np.log(np.maximum(max_prob[kept], 1e-12))).mean():.3f}",
+        flush=True,
+    )
+    target_labels = {
+        "esl": esl,
+        "none": np.full_like(esl, 255),
+        "gt_kept": np.where(kept, gt, 255).astype(np.uint8),
+        "gt": gt,
+    }
+    for variant in a.variants:
+        model.load_state_dict(initial)
+        path = work / f"labels_{variant}_{key(root.name, time.time())}.h5"
+        with h5py.File(path, "w") as f:
+            f["label"] = target_labels[variant]
+            write_names(f, [s.name for s in tgt])
+        target = SegmentationSet(tgt, "trainids", size, mean, C, labels=str(path))
+        t0 = time.time()
+        train(model, source, target, TrainConfig.from_params(st), torch.device("cpu"), log=quiet())
+        path.unlink()
+        print(f"  {variant:<10} {evaluate(model, base)[1]}   ({time.time() - t0:.0f} s)", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
