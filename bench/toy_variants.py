@@ -9,7 +9,7 @@ Usage:
 Everything not given comes from config/config.yaml (toy sizes, model, pretrain and selftrain parameters; ESL floor).
 The stages are the library's (`generate_toy`, `train`, `entropy_map`, `class_thresholds`, `apply_thresholds`,
 `evaluate_model`) without Snakemake, so one design takes about 4 min on 2 cores (pretraining is cached in --workdir).
-Variants of the target labels for self-training:
+Training progress goes to stderr, results to stdout. Variants of the target labels for self-training:
 
 * `esl`      ESL's pseudo-labels (per-class median entropy, floored), as the workflow makes them.
 * `none`     every target pixel 255: target images through the network (BatchNorm statistics), no target labels.
@@ -29,6 +29,7 @@ import hashlib
 import io
 import json
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -47,7 +48,7 @@ from esl.evaluate import evaluate_model  # noqa: E402
 from esl.h5io import write_names  # noqa: E402
 from esl.metrics import iou_from_confusion, mean_iou  # noqa: E402
 from esl.model import initial_model  # noqa: E402
-from esl.pseudo_labels import apply_thresholds  # noqa: E402
+from esl.pseudo_labels import METHODS, apply_thresholds, method_params  # noqa: E402
 from esl.thresholds import class_thresholds  # noqa: E402
 from esl.train import TrainConfig, train  # noqa: E402
 
@@ -155,11 +156,10 @@ def main(argv=None) -> int:
     tgt = datasets.list_samples("trainids", root / "target", "train")
     val = datasets.list_samples("trainids", root / "target", "val")
     mk = cfg["model"]
-    quiet = io.StringIO
 
     def evaluate(model, ref=None) -> tuple[float, str]:
         conf = evaluate_model(
-            model, val, layout="trainids", size=size, mean_bgr=mean, num_classes=C, batch_size=32, log=quiet()
+            model, val, layout="trainids", size=size, mean_bgr=mean, num_classes=C, batch_size=32, log=io.StringIO()
         )
         iou = iou_from_confusion(conf)
         m = mean_iou(iou)
@@ -173,7 +173,7 @@ def main(argv=None) -> int:
     if cache.exists():
         model.load_state_dict(torch.load(cache, weights_only=True))
     else:
-        train(model, source, None, TrainConfig.from_params(pre), torch.device("cpu"), log=quiet())
+        train(model, source, None, TrainConfig.from_params(pre), torch.device("cpu"), log=sys.stderr)
         torch.save(model.state_dict(), cache)
     base, text = evaluate(model)
     print(f"design {a.design}, seed {t['seed']}, pretrain lr {pre['lr']}, selftrain lr {st['lr']} x {st['iters']} it")
@@ -193,9 +193,9 @@ def main(argv=None) -> int:
             max_prob.append(mp.numpy())
             entropy.append(ent.numpy())
     label, max_prob, entropy = np.concatenate(label), np.concatenate(max_prob), np.concatenate(entropy)
-    thresholds, _ = class_thresholds(lambda: [(entropy, label)], C, 0.5)
-    thresholds = np.maximum(thresholds, cfg["pseudo_labels"]["esl"]["floor"])
-    esl = apply_thresholds(label, entropy, thresholds, "le")
+    rule, params = METHODS["esl"], method_params("esl", cfg["pseudo_labels"].get("esl"))  # the stage's rule and floor
+    raw, _ = class_thresholds(lambda: [(entropy, label)], C, params[rule.q_key], rule.descending)
+    esl = apply_thresholds(label, entropy, rule.post(raw.astype(np.float32), params), rule.keep)
     gt = np.stack([datasets.read_label("trainids", s.label, size) for s in tgt])
     valid, kept = gt != 255, esl != 255
     wrong = (label != gt) & valid
@@ -214,14 +214,14 @@ def main(argv=None) -> int:
     }
     for variant in a.variants:
         model.load_state_dict(initial)
-        path = work / f"labels_{variant}_{key(root.name, time.time())}.h5"
-        with h5py.File(path, "w") as f:
-            f["label"] = target_labels[variant]
-            write_names(f, [s.name for s in tgt])
-        target = SegmentationSet(tgt, "trainids", size, mean, C, labels=str(path))
         t0 = time.time()
-        train(model, source, target, TrainConfig.from_params(st), torch.device("cpu"), log=quiet())
-        path.unlink()
+        with tempfile.TemporaryDirectory(dir=work) as tmp:
+            path = Path(tmp) / "labels.h5"
+            with h5py.File(path, "w") as f:
+                f["label"] = target_labels[variant]
+                write_names(f, [s.name for s in tgt])
+            target = SegmentationSet(tgt, "trainids", size, mean, C, labels=str(path))
+            train(model, source, target, TrainConfig.from_params(st), torch.device("cpu"), log=sys.stderr)
         print(f"  {variant:<10} {evaluate(model, base)[1]}   ({time.time() - t0:.0f} s)", flush=True)
     return 0
 

@@ -8,6 +8,8 @@ A spec is a plain dict (JSON) describing one training job:
     input       {"source": index.csv, "target": index.csv | None, "pseudo_labels": h5 | None, "init": model.pt | None}
     output      model.pt to write
     resume      the resumable state file (kept while training is unfinished, deleted once `output` is written)
+    resume_root optional: the folder above the state's folder (the workflow's results/{experiment}/resume), removed
+                with it after success when nothing else is left in it
     provenance  stamped into `output`; its `inputs` digests also tie the resumable state to its inputs
     threads     CPU threads in all (shared by the processes)
     device      "auto" (CUDA when visible, else CPU) | "cuda" | "cpu" ("cpu" allows gpus > 1 as CPU processes with gloo)
@@ -80,7 +82,7 @@ def launch(spec: dict, log=None) -> int:
     if rc == 0:
         spec_path.unlink(missing_ok=True)
         _rmdir(spec_path.parent)
-        _remove_resume_folder(spec_path)
+        _remove_resume_root(spec)
         return 0
     return EXIT_PREEMPTED if stop() and Path(spec["resume"]).exists() else rc
 
@@ -188,7 +190,7 @@ def _run(spec, device, rank, world, stop, log) -> int:
         print(f"final mean losses: {stats}", file=log, flush=True)
         save_checkpoint(spec["output"], model.cpu(), _model_kwargs(p), spec.get("provenance"))
         resume.remove()
-        _remove_resume_folder(resume.path)
+        _remove_resume_root(spec)
     return 0
 
 
@@ -222,11 +224,10 @@ def _device(name: str, local_rank: int) -> torch.device:
     return device
 
 
-def _remove_resume_folder(state: Path) -> None:
-    """After success, the workflow's empty `resume/` folder (results/{experiment}/resume/{job}/state.pt) goes too."""
-    folder = Path(state).parent.parent
-    if folder.name == "resume":
-        _rmdir(folder)
+def _remove_resume_root(spec: dict) -> None:
+    """After success, `spec["resume_root"]` (optional: the folder holding every job's state folder) goes if empty."""
+    if spec.get("resume_root"):
+        _rmdir(Path(spec["resume_root"]))
 
 
 def _rmdir(path: Path) -> None:

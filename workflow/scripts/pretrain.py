@@ -10,6 +10,7 @@ from esl.h5io import provenance
 from esl.train_cli import launch
 
 p = snakemake.params
+resume_root = Path(snakemake.output[0]).parents[1] / "resume"
 spec = {
     "stage": "pretrain",
     "params": {k: getattr(p, k) for k in ("model", "train", "source", "target")},
@@ -17,7 +18,8 @@ spec = {
     "output": snakemake.output[0],
     # results/{experiment}/resume/pretrain/state.pt: not an output, so a failed or preempted job keeps it; not a param,
     # so the cache key (the rule's params) stays free of the experiment name.
-    "resume": str(Path(snakemake.output[0]).parents[1] / "resume/pretrain/state.pt"),
+    "resume": str(resume_root / "pretrain/state.pt"),
+    "resume_root": str(resume_root),  # removed after success when empty
     "provenance": provenance(dict(p.items()), snakemake.input),
     "threads": snakemake.threads,
     "device": "auto",

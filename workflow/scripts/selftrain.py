@@ -11,6 +11,7 @@ from esl.h5io import provenance
 from esl.train_cli import launch
 
 p, inp, wc = snakemake.params, snakemake.input, snakemake.wildcards
+resume_root = Path(snakemake.output[0]).parents[2] / "resume"
 spec = {
     "stage": "selftrain",
     "params": {k: getattr(p, k) for k in ("model", "train", "source", "target")},
@@ -22,7 +23,8 @@ spec = {
     },
     "output": snakemake.output[0],
     # results/{experiment}/resume/selftrain_{method}_r{k}/state.pt: not an output, so a failed job keeps it
-    "resume": str(Path(snakemake.output[0]).parents[2] / f"resume/selftrain_{wc.method}_r{wc.k}/state.pt"),
+    "resume": str(resume_root / f"selftrain_{wc.method}_r{wc.k}/state.pt"),
+    "resume_root": str(resume_root),  # removed after success when empty
     "provenance": provenance(dict(p.items()), snakemake.input),
     "threads": snakemake.threads,
     "device": "auto",
