@@ -3,10 +3,13 @@ pretrained model and self-train from it like the workflow, next to controls trai
 
 Usage:
 
-    .venv/bin/python bench/toy_variants.py --design new_palette [--seed 0] [--pretrain-lr 0.01] [--selftrain-lr 0.01]
-        [--selftrain-iters 500] [--variants esl none gt_kept] [--workdir /tmp/toy_variants]
+    .venv/bin/python bench/toy_variants.py --design new_palette [--seed 0] [--pretrain-lr 0.01]
+        [--pretrain-method minent] [--selftrain-lr 0.01] [--selftrain-iters 500] [--variants esl none gt_kept]
+        [--workdir /tmp/toy_variants]
 
 Everything not given comes from config/config.yaml (toy sizes, model, pretrain and selftrain parameters; ESL floor).
+`--pretrain-method minent|advent` pretrains like the paper's starting points (target images, no labels, through the
+adaptation term), so ESL is measured on top of an adapted model.
 The stages are the library's (`generate_toy`, `train`, `entropy_map`, `class_thresholds`, `apply_thresholds`,
 `evaluate_model`) without Snakemake, so one design takes about 4 min on 2 cores (pretraining is cached in --workdir).
 Training progress goes to stderr, results to stdout. Variants of the target labels for self-training:
@@ -41,6 +44,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 from esl import datasets, toy  # noqa: E402
+from esl.adapt import adapter_params, build_adapter  # noqa: E402
 from esl.classes import CLASS_NAMES  # noqa: E402
 from esl.data import SegmentationSet  # noqa: E402
 from esl.entropy import entropy_map  # noqa: E402
@@ -98,24 +102,27 @@ DESIGNS = {
     },
     # the default, but cars and persons (grey and dull purple, near the sidewalk and road) in colours of their own
     "new_car_person": {"target_rgb": {PE: (230, 110, 160), CA: (150, 50, 170)}},
+    # the default plus fog: contrast lost towards a light grey, 85 % at the top row at shift 1, none at the bottom
+    "fog": {"fog": 0.85},
 }
 CLASSES = (R, SW, B, PO, SI, V, SK, PE, CA)
 
 
 @contextlib.contextmanager
 def patched_toy(design: dict):
-    saved = (dict(toy._TARGET_RGB), toy._TEXTURE, toy._NOISE, toy._BLUR)
+    saved = (dict(toy._TARGET_RGB), toy._TEXTURE, toy._NOISE, toy._BLUR, toy._FOG)
     try:
         rgb = design.get("target_rgb", {})
         toy._TARGET_RGB.update(toy._SOURCE_RGB if rgb == "source" else rgb)
         toy._TEXTURE = design.get("texture", toy._TEXTURE)
         toy._NOISE = design.get("noise", toy._NOISE)
         toy._BLUR = design.get("blur", toy._BLUR)
+        toy._FOG = design.get("fog", toy._FOG)
         yield
     finally:
         toy._TARGET_RGB.clear()
         toy._TARGET_RGB.update(saved[0])
-        toy._TEXTURE, toy._NOISE, toy._BLUR = saved[1:]
+        toy._TEXTURE, toy._NOISE, toy._BLUR, toy._FOG = saved[1:]
 
 
 def key(*parts) -> str:
@@ -128,6 +135,7 @@ def main(argv=None) -> int:
     ap.add_argument("--config", default=str(REPO / "config/config.yaml"))
     ap.add_argument("--seed", type=int, default=None, help="toy, pretrain and selftrain seed (default: the config's)")
     ap.add_argument("--pretrain-lr", type=float)
+    ap.add_argument("--pretrain-method", choices=("source_only", "minent", "advent"))
     ap.add_argument("--selftrain-lr", type=float)
     ap.add_argument("--selftrain-iters", type=int)
     ap.add_argument("--variants", nargs="+", choices=("esl", "none", "gt_kept", "gt"), default=["esl", "none"])
@@ -141,6 +149,7 @@ def main(argv=None) -> int:
     if a.seed is not None:
         t["seed"] = pre["seed"] = st["seed"] = a.seed
     pre["lr"] = a.pretrain_lr or pre["lr"]
+    pre["method"] = a.pretrain_method or pre.get("method", "source_only")
     st["lr"] = a.selftrain_lr or st["lr"]
     st["iters"] = a.selftrain_iters or st["iters"]
     if st.get("init") != "pretrained":
@@ -173,10 +182,15 @@ def main(argv=None) -> int:
     if cache.exists():
         model.load_state_dict(torch.load(cache, weights_only=True))
     else:
-        train(model, source, None, TrainConfig.from_params(pre), torch.device("cpu"), log=sys.stderr)
+        adapter = build_adapter(pre["method"], adapter_params(pre, size, size), C, torch.device("cpu"))
+        images = None if adapter is None else SegmentationSet(tgt, "trainids", size, mean, C, labels="none")
+        train(model, source, images, TrainConfig.from_params(pre), torch.device("cpu"), log=sys.stderr, adapter=adapter)
         torch.save(model.state_dict(), cache)
     base, text = evaluate(model)
-    print(f"design {a.design}, seed {t['seed']}, pretrain lr {pre['lr']}, selftrain lr {st['lr']} x {st['iters']} it")
+    print(
+        f"design {a.design}, seed {t['seed']}, pretrain {pre['method']} lr {pre['lr']}, "
+        f"selftrain lr {st['lr']} x {st['iters']} it"
+    )
     print("target-val mIoU, lift over pretrain, IoU of " + ", ".join(CLASS_NAMES[c] for c in CLASSES))
     print(f"  pretrain   {text}   ({time.time() - t0:.0f} s)", flush=True)
     initial = {k: v.clone() for k, v in model.state_dict().items()}

@@ -127,6 +127,26 @@ def test_source_does_not_depend_on_shift(tmp_path):
     assert (tmp_path / "a" / rel).read_bytes() != (tmp_path / "b" / rel).read_bytes()
 
 
+def test_fog_thins_towards_the_bottom_and_changes_nothing_else(tmp_path, monkeypatch):
+    generate_toy(tmp_path / "clear", **SMALL)
+    monkeypatch.setattr(toy, "_FOG", 0.85)  # off by default; bench/toy_variants.py's "fog" design
+    generate_toy(tmp_path / "fog", **SMALL)
+    _, rows = read_manifest(tmp_path / "clear")
+    fog_bgr = np.array(toy._FOG_RGB[::-1], np.float64)
+    h = SMALL["height"]
+    for r in rows.itertuples():
+        clear = cv2.imread(str(tmp_path / "clear" / r.image), cv2.IMREAD_UNCHANGED).astype(np.float64)
+        fogged = cv2.imread(str(tmp_path / "fog" / r.image), cv2.IMREAD_UNCHANGED).astype(np.float64)
+        label = tmp_path / "fog" / r.label
+        assert label.read_bytes() == (tmp_path / "clear" / r.label).read_bytes()
+        if r.domain == "source":
+            assert np.array_equal(clear, fogged), r.image
+            continue
+        top = slice(0, h // 4)  # densest fog: nearer the fog colour than without
+        assert np.abs(fogged[top] - fog_bgr).mean() < np.abs(clear[top] - fog_bgr).mean(), r.image
+        assert np.abs(fogged[-1] - clear[-1]).mean() < 3.0, r.image  # none at the bottom row (blur leaks a little)
+
+
 def test_rerun_replaces_old_output(tmp_path):
     root = tmp_path / "toy"
     generate_toy(root, **{**SMALL, "n_source": 5})

@@ -11,7 +11,9 @@ strength drawn uniformly in (0.1, 1] × `shift`, so the target domain is a conti
   the sky turns overcast grey, the sidewalk turns dark like the source road), so colour alone misleads while layout
   and shape still help;
 * lighting: a per-image gamma, contrast and brightness change and a vertical illumination gradient;
-* texture on road, sidewalk and buildings, Gaussian blur and Gaussian noise.
+* texture on road, sidewalk and buildings, Gaussian blur and Gaussian noise;
+* optionally (`_FOG` > 0; off in the default, used by bench/toy_variants.py) fog that thins from the top row to none at
+  the bottom.
 
 Every image has its own generator seeded by (seed, domain, split, index), so adding images never changes earlier ones.
 """
@@ -63,6 +65,8 @@ _SKIN = (205, 160, 130)
 # Strengths of the target's texture (amplitude), sensor noise (standard deviation, both in 0..255 units) and extra
 # Gaussian blur (sigma, pixels) at shift = 1.
 _TEXTURE, _NOISE, _BLUR = 6.0, 4.0, 0.6
+# Fog (density at the top row at shift = 1, thinning linearly to none at the bottom row) and its colour; off by default.
+_FOG, _FOG_RGB = 0.0, (198, 200, 204)
 
 # Scene priors (means of object counts, ranges of geometry) of each domain.
 _PRIORS = {
@@ -291,6 +295,9 @@ def _shift_appearance(rgb: np.ndarray, label: np.ndarray, rng, shift: float) -> 
     g = shift * rng.uniform(-0.12, 0.12)
     ramp = 1.0 - g * np.linspace(0.0, 1.0, h, dtype=np.float32)[:, None, None]  # lighter or darker towards the bottom
     img *= ramp
+    if _FOG > 0:  # far (upper) rows lose contrast towards the fog colour, as in Foggy Cityscapes
+        fog = _FOG * min(shift, 1.0) * np.linspace(1.0, 0.0, h, dtype=np.float32)[:, None, None]
+        img = (1.0 - fog) * img + fog * np.asarray(_FOG_RGB, np.float32)
     # optics and sensor
     img = cv2.GaussianBlur(img, (0, 0), 0.2 + _BLUR * min(shift, 1.0) * rng.uniform(0.7, 1.3))
     img += rng.normal(0.0, _NOISE * shift, img.shape).astype(np.float32)
