@@ -1,9 +1,11 @@
 import json
 import os
+from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
+import yaml
 
 from esl.classes import CLASS_NAMES
 from esl.h5io import STRING, read_csv, read_names, read_provenance
@@ -283,3 +285,16 @@ def test_bad_entropy_file(tmp_path):
     with pytest.raises(ValueError, match="class ids"):  # labels beyond num_classes
         pseudo_labels_h5(ent_h5, tmp_path / "p.h5", method="mpsl", params={}, num_classes=2, **kw)
     assert sorted(os.listdir(tmp_path)) == ["e.h5"]
+
+
+def test_schema_and_library_defaults_agree():
+    """The workflow's schema and the library's `METHODS` each state the paper's values (floor 0.1, cap 0.9): they must
+    not drift apart, and the schema may only expose parameters the library knows."""
+    schema = yaml.safe_load((Path(__file__).parents[1] / "workflow/schemas/config.schema.yaml").read_text())
+    section = schema["properties"]["pseudo_labels"]["properties"]
+    assert set(section["methods"]["items"]["enum"]) == set(METHODS)
+    for name, method in METHODS.items():
+        assert set(section[name]["properties"]) <= set(method.defaults), name
+        for key, value in section[name].get("default", {}).items():
+            assert value == method.defaults[key], (name, key)
+    assert section["esl"]["default"] == {"floor": 0.1} and section["mpsl"]["default"] == {"cap": 0.9}
