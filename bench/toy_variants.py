@@ -104,13 +104,15 @@ DESIGNS = {
     "new_car_person": {"target_rgb": {PE: (230, 110, 160), CA: (150, 50, 170)}},
     # the default plus fog: contrast lost towards a light grey, 85 % at the top row at shift 1, none at the bottom
     "fog": {"fog": 0.85},
+    # the default plus uniform haze (no thinning towards the bottom): a global loss of contrast
+    "haze": {"fog": 0.6, "fog_slope": 0.0},
 }
 CLASSES = (R, SW, B, PO, SI, V, SK, PE, CA)
 
 
 @contextlib.contextmanager
 def patched_toy(design: dict):
-    saved = (dict(toy._TARGET_RGB), toy._TEXTURE, toy._NOISE, toy._BLUR, toy._FOG)
+    saved = (dict(toy._TARGET_RGB), toy._TEXTURE, toy._NOISE, toy._BLUR, toy._FOG, toy._FOG_SLOPE)
     try:
         rgb = design.get("target_rgb", {})
         toy._TARGET_RGB.update(toy._SOURCE_RGB if rgb == "source" else rgb)
@@ -118,11 +120,12 @@ def patched_toy(design: dict):
         toy._NOISE = design.get("noise", toy._NOISE)
         toy._BLUR = design.get("blur", toy._BLUR)
         toy._FOG = design.get("fog", toy._FOG)
+        toy._FOG_SLOPE = design.get("fog_slope", toy._FOG_SLOPE)
         yield
     finally:
         toy._TARGET_RGB.clear()
         toy._TARGET_RGB.update(saved[0])
-        toy._TEXTURE, toy._NOISE, toy._BLUR, toy._FOG = saved[1:]
+        toy._TEXTURE, toy._NOISE, toy._BLUR, toy._FOG, toy._FOG_SLOPE = saved[1:]
 
 
 def key(*parts) -> str:

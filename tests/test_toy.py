@@ -147,6 +147,28 @@ def test_fog_thins_towards_the_bottom_and_changes_nothing_else(tmp_path, monkeyp
         assert np.abs(fogged[-1] - clear[-1]).mean() < 3.0, r.image  # none at the bottom row (blur leaks a little)
 
 
+def test_haze_is_uniform_fog(tmp_path, monkeypatch):
+    generate_toy(tmp_path / "clear", **SMALL)
+    monkeypatch.setattr(toy, "_FOG", 0.6)  # bench/toy_variants.py's "haze" design: fog that does not thin out
+    monkeypatch.setattr(toy, "_FOG_SLOPE", 0.0)
+    generate_toy(tmp_path / "haze", **SMALL)
+    _, rows = read_manifest(tmp_path / "clear")
+    fog_bgr = np.array(toy._FOG_RGB[::-1], np.float64)
+    h = SMALL["height"]
+    for r in rows.itertuples():
+        if r.domain == "source":
+            continue
+        clear = cv2.imread(str(tmp_path / "clear" / r.image), cv2.IMREAD_UNCHANGED).astype(np.float64)
+        hazy = cv2.imread(str(tmp_path / "haze" / r.image), cv2.IMREAD_UNCHANGED).astype(np.float64)
+        # each band's distance to the fog colour shrinks by about the same factor 1 - 0.6 * strength
+        ratios = [
+            np.abs(hazy[band] - fog_bgr).mean() / np.abs(clear[band] - fog_bgr).mean()
+            for band in (slice(0, h // 4), slice(3 * h // 4, h))
+        ]
+        assert max(ratios) < 0.97, (r.image, ratios)
+        assert abs(ratios[0] - ratios[1]) < 0.15, (r.image, ratios)
+
+
 def test_rerun_replaces_old_output(tmp_path):
     root = tmp_path / "toy"
     generate_toy(root, **{**SMALL, "n_source": 5})

@@ -65,8 +65,9 @@ _SKIN = (205, 160, 130)
 # Strengths of the target's texture (amplitude), sensor noise (standard deviation, both in 0..255 units) and extra
 # Gaussian blur (sigma, pixels) at shift = 1.
 _TEXTURE, _NOISE, _BLUR = 6.0, 4.0, 0.6
-# Fog (density at the top row at shift = 1, thinning linearly to none at the bottom row) and its colour; off by default.
-_FOG, _FOG_RGB = 0.0, (198, 200, 204)
+# Fog: density at the top row at shift = 1, its colour, and how much it thins towards the bottom row (1: to none,
+# 0: uniform haze); off by default.
+_FOG, _FOG_RGB, _FOG_SLOPE = 0.0, (198, 200, 204), 1.0
 
 # Scene priors (means of object counts, ranges of geometry) of each domain.
 _PRIORS = {
@@ -296,7 +297,8 @@ def _shift_appearance(rgb: np.ndarray, label: np.ndarray, rng, shift: float) -> 
     ramp = 1.0 - g * np.linspace(0.0, 1.0, h, dtype=np.float32)[:, None, None]  # lighter or darker towards the bottom
     img *= ramp
     if _FOG > 0:  # far (upper) rows lose contrast towards the fog colour, as in Foggy Cityscapes
-        fog = _FOG * min(shift, 1.0) * np.linspace(1.0, 0.0, h, dtype=np.float32)[:, None, None]
+        profile = 1.0 - _FOG_SLOPE * np.linspace(0.0, 1.0, h, dtype=np.float32)
+        fog = _FOG * min(shift, 1.0) * profile[:, None, None]
         img = (1.0 - fog) * img + fog * np.asarray(_FOG_RGB, np.float32)
     # optics and sensor
     img = cv2.GaussianBlur(img, (0, 0), 0.2 + _BLUR * min(shift, 1.0) * rng.uniform(0.7, 1.3))
