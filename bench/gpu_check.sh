@@ -13,7 +13,7 @@ if ! "$PY" -c "import pytest" 2>/dev/null && [ -d .whl ]; then
     && export PYTHONPATH="$PYTHONPATH:/tmp/site"
 fi
 { nvidia-smi -L; "$PY" -c "import torch; print(torch.__version__, torch.cuda.get_device_name(0))"; } 2>&1 | tee "$OUT/device.txt"
-timeout 120 "$PY" -m pytest -q -p no:cacheprovider --noconftest tests/test_thresholds.py tests/test_entropy.py \
-  -k "torch or device or first_pass" 2>&1 | tee "$OUT/tests_gpu.txt"
+timeout 120 "$PY" -m pytest -q -p no:cacheprovider --noconftest tests/test_thresholds.py tests/test_entropy.py tests/test_infer.py \
+  -k "torch or device or first_pass or normalize" 2>&1 | tee "$OUT/tests_gpu.txt"
 timeout "${BENCH_TIMEOUT:-300}" "$PY" bench/run_all.py --gpu --only thresholds,inference,training \
   --json "$OUT/bench_gpu.json" "$@" 2>&1 | tee "$OUT/bench_gpu.txt"

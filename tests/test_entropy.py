@@ -213,6 +213,27 @@ def test_h5_failure_midway_leaves_nothing(tmp_path):
     assert os.listdir(out.parent) == []
 
 
+def test_failure_in_the_writer_thread_is_raised_and_leaves_nothing(tmp_path, monkeypatch):
+    """Maps and pictures are written by a background thread: its error reaches the caller, and no output stays."""
+    import cv2
+
+    infer = tmp_path / "infer.h5"
+    write_infer(infer, np.zeros((6, 3, 2, 2), np.float16), list("abcdef"))
+    out = tmp_path / "out" / "e.h5"
+    pics = tmp_path / "out" / "e_pictures"
+    calls = []
+
+    def full_disk(path, image):  # the third picture (second batch) cannot be written
+        calls.append(path)
+        return len(calls) < 3
+
+    monkeypatch.setattr(cv2, "imwrite", full_disk)
+    with pytest.raises(OSError, match="could not write .*0002_c.png"):
+        entropy_maps_h5(infer, out, size=(3, 3), batch_size=2, prov={}, pictures=6, pictures_dir=pics)
+    assert len(calls) == 3  # nothing after the failure
+    assert os.listdir(out.parent) == []
+
+
 def test_h5_bad_input(tmp_path):
     bad = tmp_path / "bad.h5"
     with h5py.File(bad, "w") as f:

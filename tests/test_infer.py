@@ -8,7 +8,7 @@ import torch
 from helpers import MEAN, NUM_CLASSES, SIZE, TINY_MODEL, write_split
 
 from esl import datasets
-from esl.data import SegmentationSet
+from esl.data import SegmentationSet, normalize
 from esl.infer import infer_logits
 from esl.model import build_model
 
@@ -64,3 +64,23 @@ def test_bad_amp_is_refused(tmp_path):
             amp="fp8",
         )
     assert not (tmp_path / "x.h5").exists()
+
+
+@pytest.mark.parametrize("device", ["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_normalize_on_the_device_equals_the_float_input(tmp_path, channels_last, device):
+    """The uint8 batch converted by `normalize` is bit for bit the workers' float input, computed here in NumPy."""
+    samples = datasets.read_index(write_split(tmp_path / "target", 3, seed=7))
+    raw = SegmentationSet(samples, "trainids", SIZE, MEAN, NUM_CLASSES, labels="none", raw=True)
+    batch = torch.stack([raw[i][0] for i in range(len(raw))])
+    assert batch.dtype == torch.uint8 and batch.shape == (3, *SIZE, 3)
+    got = normalize(batch.to(device), MEAN, channels_last)
+    assert got.device.type == device
+    got = got.cpu()
+    want = np.stack(
+        [(datasets.read_image(s.image, SIZE).astype(np.float32) - np.float32(MEAN)).transpose(2, 0, 1) for s in samples]
+    )
+    assert got.dtype == torch.float32
+    np.testing.assert_array_equal(got.numpy(), want)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    assert got.is_contiguous(memory_format=fmt)

@@ -18,16 +18,32 @@ def to_tensor(image_bgr: np.ndarray, mean_bgr) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
 
 
+def normalize(images: torch.Tensor, mean_bgr, channels_last: bool = False) -> torch.Tensor:
+    """A batch of uint8 (N, H, W, 3) BGR images (`SegmentationSet(..., raw=True)`) as `to_tensor` makes them:
+    float32 (N, 3, H, W), mean subtracted; bit-identical, on whatever device `images` is on.
+
+    Inference moves the uint8 batch to the GPU and converts it there: 4x fewer bytes through the workers' shared
+    memory, pinning and the host-to-device copy. The (N, H, W, 3) batch permuted to (N, 3, H, W) already has the
+    channels_last layout, so channels_last costs no copy; otherwise the result is made contiguous."""
+    mean = torch.tensor(mean_bgr, dtype=torch.float32, device=images.device).view(1, 3, 1, 1)
+    x = images.permute(0, 3, 1, 2).float() - mean
+    return x.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+
 class SegmentationSet(Dataset):
-    """Items are (image CHW float32, label HW int64 or None-as-empty, index).
+    """Items are (image CHW float32, label HW int64 or None-as-empty, index); with `raw=True` the image is the uint8
+    HW×3 BGR array instead, for `normalize` on the device.
 
     labels: "gt" reads each sample's label file through its layout; "none" returns images only; a path to a pseudo-label
     HDF5 file reads `label` by sample name from that file (resized with nearest to `size` when it differs).
     Labels for training are read at `size`; for evaluation set `label_size=None` to keep each label at its own size.
     """
 
-    def __init__(self, samples, layout: str, size, mean_bgr, num_classes: int, labels="gt", label_size="input"):
+    def __init__(
+        self, samples, layout: str, size, mean_bgr, num_classes: int, labels="gt", label_size="input", raw=False
+    ):
         self.samples, self.layout, self.mean_bgr, self.num_classes = list(samples), layout, mean_bgr, num_classes
+        self.raw = raw
         self.size = tuple(size) if size is not None else None
         self.labels = labels
         self.label_size = self.size if label_size == "input" else label_size
@@ -47,7 +63,8 @@ class SegmentationSet(Dataset):
 
     def __getitem__(self, i):
         s = self.samples[i]
-        image = to_tensor(datasets.read_image(s.image, self.size), self.mean_bgr)
+        image = datasets.read_image(s.image, self.size)
+        image = torch.from_numpy(image) if self.raw else to_tensor(image, self.mean_bgr)
         if self.labels == "none":
             label = torch.empty(0, dtype=torch.int64)
         elif self.labels == "gt":

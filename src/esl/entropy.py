@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .background import Background
 from .classes import colorize
 from .h5io import create_h5, read_names, write_names
 from .progress import Progress
@@ -149,18 +150,8 @@ def entropy_maps_h5(
                 # histograms on the GPU with torch.bincount; NumPy's bincount is the faster one on the CPU
                 cuda = torch.device(device).type == "cuda"
                 ranks = {k: StreamingRank(num_classes, device if cuda else None) for k in FIRST_PASS}
-                progress = Progress("entropy", n, unit="images")
-                for start in range(0, n, batch_size):
-                    stop = min(start + batch_size, n)
-                    x = torch.from_numpy(logits[start:stop]).to(device)
-                    try:
-                        label, max_prob, entropy = entropy_map(x, (height, width))
-                    except ValueError as e:
-                        raise ValueError(f"{infer_h5}: images {start}..{stop - 1}: {e}") from None
-                    if cuda:
-                        ranks["entropy"].add(entropy, label)
-                        ranks["max_prob"].add(max_prob, label)
-                    label, max_prob, entropy = label.cpu().numpy(), max_prob.cpu().numpy(), entropy.cpu().numpy()
+
+                def write(start, stop, label, max_prob, entropy):  # in the writer thread, in batch order
                     if not cuda:
                         ranks["entropy"].add(entropy, label)
                         ranks["max_prob"].add(max_prob, label)
@@ -172,7 +163,25 @@ def entropy_maps_h5(
                         target = pic_tmp / f"{i:04d}_{_safe_name(names[i])}.png"
                         if not cv2.imwrite(str(target), pic):
                             raise OSError(f"could not write {target}")
-                    progress.update(stop - start)
+
+                progress = Progress("entropy", n, unit="images")
+                writer = Background("entropy-writer")
+                try:
+                    for start in range(0, n, batch_size):
+                        stop = min(start + batch_size, n)
+                        x = torch.from_numpy(logits[start:stop]).to(device)
+                        try:
+                            label, max_prob, entropy = entropy_map(x, (height, width))
+                        except ValueError as e:
+                            raise ValueError(f"{infer_h5}: images {start}..{stop - 1}: {e}") from None
+                        if cuda:
+                            ranks["entropy"].add(entropy, label)
+                            ranks["max_prob"].add(max_prob, label)
+                        maps = (label.cpu().numpy(), max_prob.cpu().numpy(), entropy.cpu().numpy())
+                        writer.submit(write, start, stop, *maps)
+                        progress.update(stop - start)
+                finally:
+                    writer.close()
                 progress.done()
                 for key, name in FIRST_PASS.items():
                     fout.create_dataset(
