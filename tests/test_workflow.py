@@ -4,9 +4,11 @@ import subprocess
 
 import h5py
 import numpy as np
+import torch
 import yaml
 from conftest import REPO, SNAKEMAKE, TINY, dry_run, job_name, planned_jobs, write_config  # noqa: F401 - re-exported for other tests
 
+from esl.adapt import adapter_params, build_adapter
 from esl.h5io import read_csv, read_provenance
 
 
@@ -105,3 +107,26 @@ def test_unselected_method_sections_are_optional(tmp_path):
     assert "pseudo_labels:method=mpsl,k=1" in jobs
     assert not any("esl" in name for name in jobs)
     assert jobs["pseudo_labels:method=mpsl,k=1"].params.params == {"cap": 0.9}
+
+
+def test_advent_discriminator_width_reaches_the_pretrain_job(tmp_path):
+    config = yaml.safe_load(yaml.safe_dump(TINY))
+    config["pretrain"].update(method="advent", adapt={"ndf": 16})
+    write_config(tmp_path, config)
+    with dry_run(tmp_path) as workflow:
+        jobs = {job_name(j): j for j in workflow.dag.needrun_jobs(exclude_finished=False)}
+    train = jobs["pretrain"].params.train
+    assert train["adapt"] == {"ndf": 16}
+    # what esl.train_cli builds from the job's params: discriminators 19 -> 16 -> 32 -> 64 -> 128 -> 1
+    adapter = build_adapter("advent", adapter_params(train, [32, 64], [32, 64]), 19, "cpu")
+    widths = [m.out_channels for m in adapter.discriminators["main"].modules() if isinstance(m, torch.nn.Conv2d)]
+    assert widths == [16, 32, 64, 128, 1]
+    config["pretrain"]["adapt"]["ndf"] = 0
+    write_config(tmp_path, config)
+    proc = subprocess.run(
+        [*SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--configfile", "config.yaml", "-n"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode != 0 and "ndf" in proc.stdout + proc.stderr
