@@ -8,7 +8,7 @@ import torch
 from helpers import MEAN, NUM_CLASSES, SIZE, TINY_MODEL, write_split
 
 from esl import datasets
-from esl.data import SegmentationSet, normalize
+from esl.data import SegmentationSet, device_mean, normalize
 from esl.infer import infer_logits
 from esl.model import build_model
 
@@ -76,6 +76,7 @@ def test_normalize_on_the_device_equals_the_float_input(tmp_path, channels_last,
     assert batch.dtype == torch.uint8 and batch.shape == (3, *SIZE, 3)
     got = normalize(batch.to(device), MEAN, channels_last)
     assert got.device.type == device
+    assert torch.equal(got, normalize(batch.to(device), device_mean(MEAN, device), channels_last))  # the loops' form
     got = got.cpu()
     want = np.stack(
         [(datasets.read_image(s.image, SIZE).astype(np.float32) - np.float32(MEAN)).transpose(2, 0, 1) for s in samples]

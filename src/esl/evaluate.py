@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from . import datasets
-from .data import SegmentationSet, collate_keep_labels, normalize
+from .data import SegmentationSet, collate_keep_labels, device_mean, normalize
 from .metrics import confusion_matrix, iou_from_confusion, mean_iou
 from .progress import Progress
 
@@ -22,10 +22,11 @@ def evaluate_model(
     dataset = SegmentationSet(samples, layout, size, mean_bgr, num_classes, labels="gt", label_size=None, raw=True)
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_keep_labels)
     model.to(device).eval()
+    mean = device_mean(mean_bgr, device)
     conf = np.zeros((num_classes, num_classes), dtype=np.int64)
     progress = Progress("evaluate", len(dataset), unit="img", stream=log)
     for images, labels, _ in loader:
-        _, main = model(normalize(images.to(device, non_blocking=True), mean_bgr))  # uint8 to the device
+        _, main = model(normalize(images.to(device, non_blocking=True), mean))  # uint8 to the device
         for logits, label in zip(main, labels):
             up = F.interpolate(logits[None].float(), size=label.shape, mode="bilinear", align_corners=True)
             conf += confusion_matrix(label.to(device), up[0].argmax(0), num_classes)

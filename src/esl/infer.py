@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from .background import Background
-from .data import SegmentationSet, normalize
+from .data import SegmentationSet, device_mean, normalize
 from .h5io import create_h5, write_names
 from .progress import Progress
 
@@ -101,12 +101,13 @@ def infer_logits(
     if channels_last:
         model.to(memory_format=torch.channels_last)
     n = len(dataset)
+    mean = device_mean(mean_bgr, device)
     progress = Progress("infer", n, unit="img", stream=log)
     with create_h5(out_h5, prov) as f:
         writer = None
         try:
             for images, _, idx in loader:
-                images = normalize(images.to(device, non_blocking=True), mean_bgr, channels_last)
+                images = normalize(images.to(device, non_blocking=True), mean, channels_last)
                 with autocast(device, amp):
                     _, main = model(images)
                 main = main.to(torch.float16).contiguous()
