@@ -131,6 +131,41 @@ def test_floor_is_float32_and_inclusive(tmp_path):
         np.testing.assert_array_equal(f["label"][0, 0], [0, 0, 0])
 
 
+def test_nolabels_control_keeps_nothing(tmp_path):
+    """The control's file: every pixel 255, NaN thresholds, pixel counts per predicted class, precision NaN and
+    coverage 0 against ground truth."""
+    rng = np.random.default_rng(3)
+    label, entropy, max_prob = synthetic(rng, n=5)
+    names = [f"img{i}" for i in range(len(label))]
+    ent_h5 = tmp_path / "e.h5"
+    write_entropy(ent_h5, label, entropy, max_prob, names)
+    gt = {name: label[i] for i, name in enumerate(names)}  # ground truth = the argmax: any kept pixel would be right
+    res = pseudo_labels_h5(
+        ent_h5,
+        tmp_path / "p.h5",
+        method="nolabels",
+        params=None,
+        prov={},
+        gt_labels=gt.get,
+        quality_csv=tmp_path / "q.csv",
+        thresholds_csv=tmp_path / "t.csv",
+        num_classes=C,
+        chunk_images=2,
+    )
+    with h5py.File(tmp_path / "p.h5", "r") as f:
+        assert f["label"].shape == label.shape and (f["label"][()] == 255).all()
+        assert f.attrs["method"] == "nolabels" and np.isnan(f.attrs["thresholds"]).all()
+    want_counts = [(label == c).sum() for c in range(C)]
+    np.testing.assert_array_equal(res["counts"], want_counts)
+    thr = read_csv(tmp_path / "t.csv")
+    np.testing.assert_array_equal(thr["n_pixels"], want_counts)
+    assert (thr["n_kept"] == 0).all() and thr["threshold"].isna().all()
+    q = read_csv(tmp_path / "q.csv").set_index("class_id")
+    assert q.loc[-1, "n_kept"] == 0 and q.loc[-1, "n_gt"] == label.size and q.loc[-1, "coverage"] == 0.0
+    assert q["precision"].isna().all()
+    np.testing.assert_array_equal(apply_thresholds(label, entropy, np.zeros(C, np.float32), "none"), 255 + 0 * label)
+
+
 def test_method_table():
     assert set(METHODS) >= {"esl", "mpsl"}
     assert method_params("esl", None) == {"q": 0.5, "floor": 0.1}
@@ -294,7 +329,7 @@ def test_schema_and_library_defaults_agree():
     section = schema["properties"]["pseudo_labels"]["properties"]
     assert set(section["methods"]["items"]["enum"]) == set(METHODS)
     for name, method in METHODS.items():
-        assert set(section[name]["properties"]) <= set(method.defaults), name
-        for key, value in section[name].get("default", {}).items():
+        assert set(section.get(name, {}).get("properties", {})) <= set(method.defaults), name
+        for key, value in section.get(name, {}).get("default", {}).items():
             assert value == method.defaults[key], (name, key)
     assert section["esl"]["default"] == {"floor": 0.1} and section["mpsl"]["default"] == {"cap": 0.9}

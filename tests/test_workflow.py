@@ -128,3 +128,15 @@ def test_advent_discriminator_width_reaches_the_pretrain_job(tmp_path):
     assert widths == [16, 32, 64, 128, 1]
     config["pretrain"]["adapt"]["ndf"] = 0
     assert "ndf" in refused(tmp_path, config)
+
+
+def test_nolabels_control_is_planned_like_a_method(tmp_path):
+    config = yaml.safe_load(yaml.safe_dump(TINY))
+    config["pseudo_labels"]["methods"] = ["esl", "nolabels"]
+    write_config(tmp_path, config)
+    with dry_run(tmp_path) as workflow:
+        jobs = {job_name(j): j for j in workflow.dag.needrun_jobs(exclude_finished=False)}
+    for name in ("pseudo_labels:method=nolabels,k=1", "selftrain:method=nolabels,k=1", "evaluate:model=nolabels_r1"):
+        assert name in jobs, name
+    assert jobs["pseudo_labels:method=nolabels,k=1"].params.params == {}
+    assert not any("mpsl" in name for name in jobs)

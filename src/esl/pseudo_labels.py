@@ -7,9 +7,13 @@ the whole target-train set, n = len(x), t_c = x[rank_index(n, q)] (q = 0.5; 0 wh
 * `mpsl`: t_c = min(t_c, cap) (cap 0.9), keep a pixel's argmax if max_prob >= t_c of its class;
 * `cbst`: on max-prob counted from the top, t_c = x_desc[rank_index(n, p)] (p = 0.2), keep if max_prob >= t_c;
 
-other pixels get 255. Thresholds are computed exactly with `esl.thresholds.StreamingRank` and post-processed in
-float32 (so the floor is float32(0.1), as with the reference's float32 arrays); comparisons are against those exact
-float32 values. A new rule is one more entry in `METHODS`.
+other pixels get 255. `nolabels` is the control, not a method: it keeps no pixel, so self-training on its labels sees
+the target images (through BatchNorm's statistics and any adaptation term) but no target label; what a method gains
+over it is what its pseudo-labels teach.
+
+Thresholds are computed exactly with `esl.thresholds.StreamingRank` and post-processed in float32 (so the floor is
+float32(0.1), as with the reference's float32 arrays); comparisons are against those exact float32 values. A new rule
+is one more entry in `METHODS`.
 """
 
 from __future__ import annotations
@@ -39,11 +43,12 @@ class Method:
 
     dataset: the entropy-file dataset the rule thresholds; q_key: the params key holding the rank fraction q;
     descending: count the rank from the largest value; post: (float32 thresholds, params) -> float32 thresholds;
-    keep: "le" keeps value <= t, "ge" keeps value >= t; defaults: every allowed parameter and its default.
+    keep: "le" keeps value <= t, "ge" keeps value >= t, "none" keeps nothing (no thresholds are computed: NaN);
+    defaults: every allowed parameter and its default.
     """
 
     dataset: str
-    q_key: str
+    q_key: str | None
     descending: bool
     post: Callable[[np.ndarray, dict], np.ndarray]
     keep: str
@@ -60,6 +65,8 @@ METHODS: dict[str, Method] = {
     # CBST (class-balanced self-training, Zou et al. ECCV 2018): t_c = the max-prob at the top-p fraction of class c's
     # pixels, i.e. x_desc[rank_index(n, p)] of the descending values; keep if max_prob >= t_c.
     "cbst": Method("max_prob", "p", True, lambda t, p: t, "ge", {"p": 0.2}),
+    # the no-target-labels control: every pixel 255
+    "nolabels": Method("entropy", None, False, lambda t, p: t, "none"),
 }
 
 
@@ -76,16 +83,19 @@ def method_params(method: str, params: dict | None) -> dict:
 
 
 def apply_thresholds(label: np.ndarray, values: np.ndarray, thresholds: np.ndarray, keep: str = "le") -> np.ndarray:
-    """uint8 pseudo-labels: `label` where ``values <= thresholds[label]`` ("le") or ``>=`` ("ge"), else 255.
+    """uint8 pseudo-labels: `label` where ``values <= thresholds[label]`` ("le") or ``>=`` ("ge"), else 255; all 255
+    for "none".
 
     Labels outside [0, len(thresholds)) become 255 too.
     """
-    if keep not in ("le", "ge"):
-        raise ValueError(f"keep must be 'le' or 'ge', got {keep!r}")
+    if keep not in ("le", "ge", "none"):
+        raise ValueError(f"keep must be 'le', 'ge' or 'none', got {keep!r}")
     label = np.asarray(label)
     values = np.asarray(values)
     if label.shape != values.shape:
         raise ValueError(f"label shape {label.shape} != values shape {values.shape}")
+    if keep == "none":
+        return np.full(label.shape, IGNORE, np.uint8)
     thresholds = np.asarray(thresholds)
     valid = (label >= 0) & (label < thresholds.size)
     t = thresholds[np.where(valid, label, 0)]
@@ -113,6 +123,11 @@ def compute_thresholds(
     with h5py.File(entropy_h5, "r") as f:
         label_ds, value_ds = _datasets(f, entropy_h5, m.dataset)
         n = label_ds.shape[0]
+        if m.keep == "none":  # nothing to rank: only the pixel counts per predicted class, for the thresholds CSV
+            counts = np.zeros(num_classes, np.int64)
+            for start in range(0, n, chunk_images):
+                counts += np.bincount(label_ds[start : start + chunk_images].ravel(), minlength=256)[:num_classes]
+            return np.full(num_classes, np.nan, np.float32), counts
         stored = f.get(FIRST_PASS.get(m.dataset, ""))
         passes = ((1, "add"), (2, "add_second"))
         sr = StreamingRank(num_classes, device)
