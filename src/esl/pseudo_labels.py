@@ -125,8 +125,11 @@ def compute_thresholds(
         n = label_ds.shape[0]
         if m.keep == "none":  # nothing to rank: only the pixel counts per predicted class, for the thresholds CSV
             counts = np.zeros(num_classes, np.int64)
+            progress = Progress("pseudo_labels nolabels: pixels per predicted class", n, unit="images")
             for start in range(0, n, chunk_images):
                 counts += np.bincount(label_ds[start : start + chunk_images].ravel(), minlength=256)[:num_classes]
+                progress.update(min(chunk_images, n - start))
+            progress.done()
             return np.full(num_classes, np.nan, np.float32), counts
         stored = f.get(FIRST_PASS.get(m.dataset, ""))
         passes = ((1, "add"), (2, "add_second"))
