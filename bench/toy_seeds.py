@@ -1,9 +1,11 @@
 """Run the toy default with several seeds and print mean ± std of each summary row (mIoU, pseudo-label quality).
 
-Usage: .venv/bin/python bench/toy_seeds.py [--seeds 0 1 2] [--cores 2] [--workdir DIR]
+Usage: .venv/bin/python bench/toy_seeds.py [--seeds 0 1 2] [--cores 2] [--workdir DIR] [--methods esl mpsl nolabels]
 
 Each seed s sets toy.seed, pretrain.seed and selftrain.seed to s (new data, new initialisation, new data order) and
-runs in its own working directory, so the runs share nothing. Takes about one demo run per seed.
+runs in its own working directory, so the runs share nothing. Takes about one demo run per seed (plus one
+self-training per extra method). `--methods` replaces `pseudo_labels.methods`; with `nolabels` (the control: target
+images, no target label) it also prints each method's gain over the control.
 """
 
 import argparse
@@ -22,9 +24,11 @@ sys.path.insert(0, str(REPO / "src"))
 from esl.h5io import read_csv  # noqa: E402
 
 
-def run_seed(seed: int, workdir: Path, cores: int) -> pd.DataFrame:
+def run_seed(seed: int, workdir: Path, cores: int, methods=None) -> pd.DataFrame:
     config = yaml.safe_load((REPO / "config/config.yaml").read_text())
     config["experiment"] = f"toy_seed{seed}"
+    if methods:
+        config["pseudo_labels"]["methods"] = list(methods)
     config["toy"]["seed"] = config["pretrain"]["seed"] = config["selftrain"]["seed"] = seed
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
@@ -42,9 +46,12 @@ def main():
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--cores", type=int, default=2)
     ap.add_argument("--workdir", type=Path, default=None)
+    ap.add_argument("--methods", nargs="+", default=None, help="pseudo_labels.methods (default: the config's)")
     args = ap.parse_args()
     root = args.workdir or Path(tempfile.mkdtemp(prefix="esl-seeds-"))
-    tables = pd.concat([run_seed(s, root / f"seed{s}", args.cores) for s in args.seeds], ignore_index=True)
+    tables = pd.concat(
+        [run_seed(s, root / f"seed{s}", args.cores, args.methods) for s in args.seeds], ignore_index=True
+    )
     cols = ["mIoU", "pl_precision", "pl_coverage"]
     per_seed = tables.pivot(index="seed", columns="model", values="mIoU")
     order = list(dict.fromkeys(tables["model"]))
@@ -54,12 +61,23 @@ def main():
     print(f"\nmean ± std over seeds {args.seeds}:")
     for model, row in stats.iterrows():
         parts = [f"{c} {row[(c, 'mean')]:.2f} ± {row[(c, 'std')]:.2f}" for c in cols if pd.notna(row[(c, "mean")])]
-        print(f"  {model:10s} " + ", ".join(parts))
+        print(f"  {model:12s} " + ", ".join(parts))
     gains = per_seed[[m for m in order if m != "pretrain"]].sub(per_seed["pretrain"], axis=0)
     print(
         "\ngain over pretrain (points), mean ± std: "
-        + json.dumps({m: f"{gains[m].mean():+.2f} ± {gains[m].std():.2f}" for m in gains.columns})
+        + json.dumps({m: f"{gains[m].mean():+.2f} ± {gains[m].std():.2f}" for m in gains.columns}, ensure_ascii=False)
     )
+    controls = [m for m in order if m.startswith("nolabels_")]
+    if controls:
+        over = {
+            m: per_seed[m] - per_seed[f"nolabels_{m.rsplit('_', 1)[1]}"]
+            for m in order
+            if m != "pretrain" and m not in controls
+        }
+        print(
+            "gain over the nolabels control of the same round (points), mean ± std: "
+            + json.dumps({m: f"{g.mean():+.2f} ± {g.std():.2f}" for m, g in over.items()}, ensure_ascii=False)
+        )
 
 
 if __name__ == "__main__":
