@@ -18,6 +18,7 @@ from esl.pseudo_labels import (
     method_params,
     pseudo_labels_h5,
 )
+from esl.thresholds import StreamingRank
 
 C = 5
 
@@ -164,6 +165,16 @@ def test_nolabels_control_keeps_nothing(tmp_path):
     assert q.loc[-1, "n_kept"] == 0 and q.loc[-1, "n_gt"] == label.size and q.loc[-1, "coverage"] == 0.0
     assert q["precision"].isna().all()
     np.testing.assert_array_equal(apply_thresholds(label, entropy, np.zeros(C, np.float32), "none"), 255 + 0 * label)
+    # with the entropy stage's pass-1 histograms in the file, the counts come from them (no pass over the maps)
+    first = StreamingRank(C)
+    first.add(entropy, label)
+    with h5py.File(ent_h5, "a") as f:
+        f["pass1_entropy"] = first.hist_hi
+        del f["label"]  # would be needed to count again
+        f.create_dataset("label", data=np.zeros_like(label))
+    thresholds, counts = compute_thresholds(ent_h5, "nolabels", None, C)
+    np.testing.assert_array_equal(counts, want_counts)
+    assert np.isnan(thresholds).all()
 
 
 def test_method_table():

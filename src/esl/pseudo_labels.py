@@ -123,7 +123,10 @@ def compute_thresholds(
     with h5py.File(entropy_h5, "r") as f:
         label_ds, value_ds = _datasets(f, entropy_h5, m.dataset)
         n = label_ds.shape[0]
+        stored = f.get(FIRST_PASS.get(m.dataset, ""))
         if m.keep == "none":  # nothing to rank: only the pixel counts per predicted class, for the thresholds CSV
+            if stored is not None and stored.shape[0] == num_classes:  # the entropy stage counted them
+                return np.full(num_classes, np.nan, np.float32), stored[()].sum(axis=1).astype(np.int64)
             counts = np.zeros(num_classes, np.int64)
             progress = Progress("pseudo_labels nolabels: pixels per predicted class", n, unit="images")
             for start in range(0, n, chunk_images):
@@ -131,7 +134,6 @@ def compute_thresholds(
                 progress.update(min(chunk_images, n - start))
             progress.done()
             return np.full(num_classes, np.nan, np.float32), counts
-        stored = f.get(FIRST_PASS.get(m.dataset, ""))
         passes = ((1, "add"), (2, "add_second"))
         sr = StreamingRank(num_classes, device)
         if stored is not None and stored.shape[0] == num_classes:  # pass 1 was counted by the entropy stage
