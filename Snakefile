@@ -28,3 +28,5 @@ rule all:
     default_target: True
     input:
         f"{RESULTS}/summary.csv",
+        # mIoU against iteration per model, when any model keeps snapshots
+        [f"{RESULTS}/plots/snapshots.png"] if any(map(has_snapshots, MODELS)) else [],

@@ -5,7 +5,9 @@ Usage: .venv/bin/python bench/toy_seeds.py [--seeds 0 1 2] [--cores 2] [--workdi
 Each seed s sets toy.seed, pretrain.seed and selftrain.seed to s (new data, new initialisation, new data order) and
 runs in its own working directory, so the runs share nothing. Takes about one demo run per seed (plus one
 self-training per extra method). `--methods` replaces `pseudo_labels.methods`; with `nolabels` (the control: target
-images, no target label) it also prints each method's gain over the control.
+images, no target label) it also prints each method's gain over the control. With snapshots (`*.snapshot_every`,
+on in the toy default) it prints how far the label-free `selected` snapshot lands from the target-val `best` and from
+the `final` model.
 """
 
 import argparse
@@ -67,6 +69,26 @@ def main():
         "\ngain over pretrain (points), mean ± std: "
         + json.dumps({m: f"{gains[m].mean():+.2f} ± {gains[m].std():.2f}" for m in gains.columns}, ensure_ascii=False)
     )
+    if "mIoU_selected" in tables:
+        print("\nmodel choice (target-val mIoU of the final, best and selected snapshots; iterations in brackets):")
+        for seed, rows in tables.groupby("seed"):
+            for _, r in rows[rows["best_iter"].notna()].iterrows():
+                print(
+                    f"  seed {seed} {r['model']:12s} final {r['mIoU']:.2f}  best {r['mIoU_best']:.2f} "
+                    f"[{int(r['best_iter'])}]  selected {r['mIoU_selected']:.2f} [{int(r['selected_iter'])}]"
+                )
+        rows = tables[tables["best_iter"].notna()]
+        d_best = rows["mIoU_selected"] - rows["mIoU_best"]
+        d_final = rows["mIoU_selected"] - rows["mIoU"]
+        config = yaml.safe_load((REPO / "config/config.yaml").read_text())
+        final_iter = rows["model"].map(lambda m: config["pretrain" if m == "pretrain" else "selftrain"]["iters"])
+        print(
+            f"selected − best: {d_best.mean():+.2f} ± {d_best.std():.2f} (range {d_best.min():+.2f} .. "
+            f"{d_best.max():+.2f}); selected − final: {d_final.mean():+.2f} ± {d_final.std():.2f} (range "
+            f"{d_final.min():+.2f} .. {d_final.max():+.2f}); {len(rows)} models × seeds; the selected snapshot is "
+            f"the final model in {int((rows['selected_iter'] == final_iter).sum())}, the best one in "
+            f"{int((rows['selected_iter'] == rows['best_iter']).sum())}"
+        )
     controls = [m for m in order if m.startswith("nolabels_")]
     if controls:
         over = {

@@ -51,12 +51,25 @@ TINY = {
         "batch_size": 2,
         "lr": 0.01,
         "save_every": 1,  # a resumable state is saved mid-run, then removed with its folder at the end
+        "snapshot_every": 1,  # a snapshot after iteration 1, evaluated with the final model
     },
     "infer": {"batch_size": 4},
     "entropy": {"size": None, "pictures": 2},
     "pseudo_labels": {"methods": ["esl", "mpsl"], "esl": {"floor": 0.1}, "mpsl": {"cap": 0.9}},
-    "selftrain": {"rounds": 1, "init": "same_as_pretrain", "iters": 2, "batch_size": 2, "lr": 0.01, "save_every": 1},
-    "evaluate": {"batch_size": 4},
+    "selftrain": {
+        "rounds": 1,
+        "init": "same_as_pretrain",
+        "iters": 2,
+        "batch_size": 2,
+        "lr": 0.01,
+        "save_every": 1,
+        "snapshot_every": 1,
+    },
+    "evaluate": {
+        "batch_size": 4,
+        # ADVENT-style ensemble: a row of its own in the summary
+        "ensembles": [{"name": "ens", "models": ["pretrain", "esl_r1"], "weights": [0.5, 1.0]}],
+    },
 }
 
 # The local run's core count; the Slurm test relies on it to get the same thread counts (hence identical floats).

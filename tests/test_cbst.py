@@ -82,6 +82,7 @@ def test_workflow_plans_cbst_with_default_params(tmp_path):
 
     config = yaml.safe_load(yaml.safe_dump(TINY))
     config["pseudo_labels"]["methods"] = ["cbst"]  # no `cbst:` section: p = 0.2
+    del config["evaluate"]["ensembles"]  # TINY's ensemble names esl_r1
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     jobs = planned_jobs(tmp_path)
     assert {"pseudo_labels:method=cbst,k=1", "selftrain:method=cbst,k=1", "evaluate:model=cbst_r1"} <= set(jobs)

@@ -263,6 +263,73 @@ def test_unreadable_image_and_label(tmp_path):
         check_samples("trainids", samples, 19, sample_every=100)
 
 
+# ------------------------------------------------------------------------------------- resizing like the reference
+
+
+@pytest.fixture
+def pil_image():
+    """Pillow's `Image` module: the reference resize. Required (an ImportError here fails the test, never skips)."""
+    from PIL import Image
+
+    return Image
+
+
+def textured_png(path, h, w, seed=0):
+    """A photo-like test image written as PNG: multi-scale noise, pixel noise, gradients, sharp-edged rectangles and
+    one-pixel lines, different in each channel (so that a channel swap would show)."""
+    rng = np.random.default_rng(seed)
+    img = rng.normal(100, 20, (h, w, 3)).astype(np.float32)
+    for s in (8, 64):
+        small = rng.normal(0, 30, (h // s + 2, w // s + 2, 3)).astype(np.float32)
+        img += cv2.resize(small, (w // s * s + 2 * s, h // s * s + 2 * s), interpolation=cv2.INTER_LINEAR)[:h, :w]
+    img += (
+        np.linspace(0, 80, w, dtype=np.float32)[None, :, None] + np.linspace(0, 40, h, dtype=np.float32)[:, None, None]
+    )
+    for _ in range(30):
+        y, x = rng.integers(0, h), rng.integers(0, w)
+        img[y : y + rng.integers(4, 200), x : x + rng.integers(4, 300)] = rng.uniform(0, 255, 3)
+    img[::7] = 255 - img[::7]
+    img = np.clip(img, 0, 255).astype(np.uint8)
+    assert cv2.imwrite(str(path), img)
+    return path
+
+
+def pil_reference(image_module, path, h, w):
+    """ADVENT's loader: PIL open, convert('RGB'), resize((W, H), BICUBIC), then RGB → BGR."""
+    with image_module.open(path) as im:
+        rgb = np.asarray(im.convert("RGB").resize((w, h), image_module.BICUBIC))
+    return rgb[:, :, ::-1]
+
+
+def agreement(a, b):
+    d = np.abs(a.astype(np.int16) - b.astype(np.int16))
+    return int(d.max()), float((d == 0).mean())
+
+
+@pytest.mark.parametrize(
+    "src_hw, size",
+    [((1024, 2048), (512, 1024)), ((1052, 1914), (720, 1280)), ((180, 320), (360, 640))],
+    ids=["cityscapes", "gta5", "enlarge"],
+)
+def test_read_image_resizes_like_pil_bicubic(tmp_path, pil_image, src_hw, size):
+    path = textured_png(tmp_path / "img.png", *src_hw)
+    ref = pil_reference(pil_image, path, *size)
+    out = read_image(path, size)
+    assert out.shape == (*size, 3) and out.dtype == np.uint8 and out.flags["C_CONTIGUOUS"]
+    max_diff, exact = agreement(out, ref)
+    assert max_diff <= 2 and exact >= 0.99, (max_diff, exact)
+    # The bar can fail: plain cv2 bicubic (no antialiasing, another kernel) does not meet it, nor a channel swap.
+    cubic = cv2.resize(cv2.imread(str(path), cv2.IMREAD_COLOR), size[::-1], interpolation=cv2.INTER_CUBIC)
+    max_diff, exact = agreement(cubic, ref)
+    assert max_diff > 2 and exact < 0.99, (max_diff, exact)
+    assert agreement(out[:, :, ::-1], ref)[1] < 0.99
+
+
+def test_read_image_at_its_own_size_is_the_decoded_image(tmp_path):
+    path = textured_png(tmp_path / "img.png", 64, 96, seed=1)
+    np.testing.assert_array_equal(read_image(path, (64, 96)), cv2.imread(str(path), cv2.IMREAD_COLOR))
+
+
 # ------------------------------------------------------------------------------------------- gta5
 
 

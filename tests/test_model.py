@@ -130,3 +130,85 @@ def test_imagenet_init_with_scale_prefix_skips_its_classifier(tmp_path):
     load_imagenet_init(model, tmp_path / "imagenet.pth")
     assert torch.equal(model.conv1.weight, donor.conv1.weight + 1.0)
     assert torch.equal(model.layer6.conv2d_list[0].weight, heads_before)
+
+
+RELEASED_LAYERS = [1, 2, 1, 1]
+
+
+def released_imagenet_file(path, edit=None):
+    """Written like ADVENT's released `DeepLab_resnet_pretrained_imagenet.pth` (a 2017 Caffe conversion): every key
+    prefixed `Scale.`, no `num_batches_tracked`, one classifier `layer5` for another class count (21)."""
+    from test_pretrained import advent_state_dict
+
+    sd = advent_state_dict(21, RELEASED_LAYERS, 4, seed=3)
+    state = {f"Scale.{k}": v for k, v in sd.items() if not k.startswith("layer6.")}
+    if edit:
+        edit(state)
+    torch.save(state, path)
+    return path
+
+
+def test_imagenet_init_as_released_loads_without_num_batches_tracked(tmp_path):
+    path = released_imagenet_file(tmp_path / "DeepLab_resnet_pretrained_imagenet.pth")
+    torch.manual_seed(0)
+    model = build_model(19, layers=RELEASED_LAYERS, width=4)
+    for name, buf in model.named_buffers():
+        if name.endswith("num_batches_tracked"):
+            buf.fill_(7)  # distinct from a fresh 0: the model's own values must stay
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    load_imagenet_init(model, path)
+    after = model.state_dict()
+    file = torch.load(path, map_location="cpu", weights_only=True)  # read back independently of the loader
+    assert not any(k.endswith("num_batches_tracked") for k in file)
+    backbone = {k: v for k, v in file.items() if not k.startswith("Scale.layer5.")}
+    for key, value in backbone.items():
+        assert torch.equal(after[key.removeprefix("Scale.")], value), key
+    own_backbone = {
+        k for k in after if not k.startswith(("layer5.", "layer6.")) and not k.endswith("num_batches_tracked")
+    }
+    assert own_backbone == {k.removeprefix("Scale.") for k in backbone}  # every backbone tensor came from the file
+    for key in after:
+        if key.startswith(("layer5.", "layer6.")):
+            assert torch.equal(after[key], before[key]), key  # classifiers: their fresh init, not the file's 21-class
+        if key.endswith("num_batches_tracked"):
+            assert int(after[key]) == 7, key
+    assert after["layer5.conv2d_list.0.weight"].shape[0] == 19
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda s: s.pop("Scale.layer3.0.bn2.running_var"), "missing keys: layer3.0.bn2.running_var"),
+        (
+            lambda s: s.__setitem__("Scale.layer2.1.conv2.weight", torch.zeros(8, 8, 1, 1)),
+            "wrong shape keys: layer2.1.conv2.weight",
+        ),
+        (lambda s: s.__setitem__("Scale.layer4.0.extra", torch.zeros(1)), "unexpected keys: layer4.0.extra"),
+    ],
+    ids=["missing", "mis-shaped", "unexpected"],
+)
+def test_imagenet_init_as_released_still_refuses_a_wrong_backbone(tmp_path, edit, message):
+    path = released_imagenet_file(tmp_path / "imagenet.pth", edit)
+    model = build_model(19, layers=RELEASED_LAYERS, width=4)
+    with pytest.raises(ValueError) as e:
+        load_imagenet_init(model, path)
+    msg = str(e.value)
+    assert message in msg and str(path) in msg and "config model.init" in msg and "\n" not in msg, msg
+    assert "num_batches_tracked" not in msg
+
+
+@pytest.mark.parametrize("content", ["garbage", "truncated", "not a dict"])
+def test_imagenet_init_unreadable_file_is_one_line(tmp_path, content):
+    path = tmp_path / "imagenet.pth"
+    if content == "garbage":
+        path.write_bytes(b"<html>404 Not Found</html>")
+    elif content == "truncated":
+        released_imagenet_file(path)
+        path.write_bytes(path.read_bytes()[:2000])
+    else:
+        torch.save([torch.zeros(1)], path)
+    with pytest.raises(ValueError) as e:
+        load_imagenet_init(build_model(19, layers=RELEASED_LAYERS, width=4), path)
+    msg = str(e.value)
+    assert str(path) in msg and "config model.init" in msg and "\n" not in msg, msg
+    assert "weights_only" not in msg, msg

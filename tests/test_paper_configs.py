@@ -16,7 +16,7 @@ from esl.h5io import read_csv
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_pretrained import advent_state_dict  # noqa: E402
-from test_workflow import planned_jobs  # noqa: E402
+from test_workflow import dry_run, planned_jobs  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--configfile", "config.yaml"]
@@ -85,7 +85,7 @@ def paper_config(name: str, workdir: Path, tiny: bool) -> dict:
         cfg["data"]["source"]["size"] = [32, 64]
         cfg["data"]["target"]["size"] = [32, 64]
         for stage in ("pretrain", "selftrain"):
-            cfg[stage].update(iters=2, poly_iters=None, num_workers=0)
+            cfg[stage].update(iters=2, poly_iters=None, num_workers=0, snapshot_every=1)
         cfg["infer"]["batch_size"] = cfg["evaluate"]["batch_size"] = 4
         cfg["entropy"]["pictures"] = 1
         cfg["pseudo_labels"]["methods"] = ["esl"]  # the dry run covers both methods; one keeps the real run short
@@ -124,11 +124,35 @@ EXPECTED_DAG = [
 ]
 
 
+# Snapshots every 2,000 iterations: the self-trained models' (and SYNTHIA's trained AdvEnt's) are evaluated; GTA5
+# starts from the released AdvEnt model, which has none.
+SNAPSHOT_JOBS = {
+    "gta5_to_cityscapes": ["evaluate_snapshots:model=esl_r1", "evaluate_snapshots:model=mpsl_r1", "plot_snapshots"],
+    "synthia_to_cityscapes": [
+        "evaluate_snapshots:model=esl_r1",
+        "evaluate_snapshots:model=mpsl_r1",
+        "evaluate_snapshots:model=pretrain",
+        "plot_snapshots",
+    ],
+}
+
+
 @pytest.mark.parametrize("name", ["gta5_to_cityscapes", "synthia_to_cityscapes"])
 def test_paper_config_whole_dag_dry_runs(tmp_path, name):
     cfg = prepare(name, tmp_path, tiny=False)
     assert cfg["model"]["layers"] == [3, 4, 23, 3] and cfg["toy"] is None
-    assert planned_jobs(tmp_path) == EXPECTED_DAG
+    # the reference's optimiser listing, its snapshot interval, and a label-free choice beside its "best"
+    for stage in ("pretrain", "selftrain"):
+        assert cfg[stage]["param_groups"] == "reference" and cfg[stage]["snapshot_every"] == 2000
+    assert cfg["evaluate"]["selection"] == "entropy"
+    assert planned_jobs(tmp_path) == sorted(EXPECTED_DAG + SNAPSHOT_JOBS[name])
+    with dry_run(tmp_path) as wf:
+        (job,) = [j for j in wf.dag.jobs if j.rule.name == "selftrain" and j.wildcards.method == "esl"]
+        shots = sorted(str(f) for f in job.output if "/snapshots/" in str(f))
+        last = {"gta5_to_cityscapes": 118_000, "synthia_to_cityscapes": 88_000}[name]  # 120k / 90k iterations
+        assert shots == [
+            f"results/{name}/selftrain/esl_r1/snapshots/iter_{i:06d}.pt" for i in range(2000, last + 1, 2000)
+        ]
 
 
 def run(workdir: Path, *targets, keep_going=False):
@@ -171,6 +195,8 @@ def test_tiny_synthia_run_trains_advent_and_reports_miou13(tmp_path):
     assert "(advent)" in log and "'d_main'" in log and "'d_aux'" in log
     thresholds = read_csv(res / "pseudo_labels/esl_r1_thresholds.csv")
     assert list(thresholds["class_name"]) == NAMES_16.split()
+    shots = read_csv(res / "eval/pretrain_snapshots.csv")  # snapshot_every 1: iteration 1, then the final model
+    assert list(shots["iteration"]) == [1, 2] and "mIoU-13" in shots.columns
 
 
 def test_bad_dataset_roots_fail_in_the_index_rule_with_one_line(tmp_path):

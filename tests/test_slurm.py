@@ -22,7 +22,7 @@ from conftest import REPO, SNAKEMAKE, TINY, planned_jobs, write_config
 from esl.h5io import read_csv, read_provenance
 
 SLURM_RUN_TIMEOUT = 1500  # seconds; the run takes a few minutes on 2 cores
-GPU_RULES = {"pretrain", "infer", "selftrain", "evaluate"}
+GPU_RULES = {"pretrain", "infer", "selftrain", "evaluate", "evaluate_snapshots", "evaluate_ensemble"}
 # Slurm jobs per log folder: the profile groups toy+index ("data") and entropy+pseudo_labels ("labels").
 EXPECTED_SLURM_JOBS = {
     "group_data_index_toy": 1,
@@ -31,6 +31,9 @@ EXPECTED_SLURM_JOBS = {
     "group_labels_entropy_pseudo_labels": 1,
     "rule_selftrain": 2,
     "rule_evaluate": 3,
+    "rule_evaluate_snapshots": 3,
+    "rule_evaluate_ensemble": 1,
+    "rule_plot_snapshots": 1,
     "rule_summary": 1,
 }
 
@@ -106,7 +109,7 @@ def test_both_profiles_are_used(slurm_run):
 @pytest.mark.slurm
 def test_every_job_ran_once_inside_a_slurm_job(slurm_run):
     workdir, _, planned, output = slurm_run
-    assert len(planned) == 15
+    assert len(planned) == 20  # 15 + evaluate_snapshots ×3, evaluate_ensemble, plot_snapshots
     logs = sorted((workdir / "logs/slurm").rglob("*.log"))
     submitted = re.findall(r"has been submitted with SLURM jobid (\d+) \(log: (\S+)\)", output)
     assert sorted(Path(p) for _, p in submitted) == logs
@@ -138,6 +141,7 @@ def test_gpu_rules_asked_slurm_for_a_gpu(slurm_run):
         "data_index_toy": set(),
         "labels_entropy_pseudo_labels": set(),
         "summary": set(),
+        "plot_snapshots": set(),
         **{rule: {"--gpus=1"} for rule in GPU_RULES},
     }
 
@@ -147,7 +151,7 @@ def test_pretrained_model_went_into_the_cache(slurm_run):
     workdir, cache, _, _ = slurm_run
     model = workdir / "results/tiny/pretrain/model.pt"
     assert model.is_symlink() and model.resolve().parent == cache.resolve()
-    assert len(list(cache.iterdir())) == 1
+    assert len(list(cache.iterdir())) == 2  # the model and its one snapshot
 
 
 @pytest.mark.slurm

@@ -15,9 +15,9 @@ from esl.h5io import read_csv, read_provenance
 def test_end_to_end_artifacts_and_layouts(tiny_run):
     res = tiny_run / "results/tiny"
     summary = read_csv(res / "summary.csv")
-    assert list(summary["model"]) == ["pretrain", "esl_r1", "mpsl_r1"]
+    assert list(summary["model"]) == ["pretrain", "esl_r1", "mpsl_r1", "ens"]
     assert summary["mIoU"].between(0, 100).all()
-    assert np.isnan(summary.loc[0, "pl_precision"]) and summary.loc[1:, "pl_precision"].notna().all()
+    assert np.isnan(summary.loc[0, "pl_precision"]) and summary.loc[1:2, "pl_precision"].notna().all()
 
     with h5py.File(res / "infer/pretrain.h5") as f:
         assert f["logits"].dtype == np.float16 and f["logits"].shape == (6, 19, 5, 9)
@@ -52,6 +52,9 @@ def test_changing_the_esl_floor_reruns_only_esl_downstream(tiny_run):
     config = {"pseudo_labels": {"methods": ["esl", "mpsl"], "esl": {"floor": 0.3}, "mpsl": {"cap": 0.9}}}
     assert planned_jobs(tiny_run, config) == [
         "evaluate:model=esl_r1",
+        "evaluate_ensemble:ensemble=ens",  # pretrain + esl_r1
+        "evaluate_snapshots:model=esl_r1",
+        "plot_snapshots",
         "pseudo_labels:method=esl,k=1",
         "selftrain:method=esl,k=1",
         "summary",
@@ -64,6 +67,10 @@ def test_forcerun_entropy_spares_inference_and_pretraining(tiny_run):
         "entropy:model=pretrain",
         "evaluate:model=esl_r1",
         "evaluate:model=mpsl_r1",
+        "evaluate_ensemble:ensemble=ens",
+        "evaluate_snapshots:model=esl_r1",
+        "evaluate_snapshots:model=mpsl_r1",
+        "plot_snapshots",
         "pseudo_labels:method=esl,k=1",
         "pseudo_labels:method=mpsl,k=1",
         "selftrain:method=esl,k=1",
@@ -106,6 +113,7 @@ def test_envs_match_setup_cfg():
 def test_unselected_method_sections_are_optional(tmp_path):
     config = yaml.safe_load(yaml.safe_dump(TINY))
     config["pseudo_labels"] = {"methods": ["mpsl"]}  # no esl/mpsl sections: the paper's values apply
+    del config["evaluate"]["ensembles"]  # TINY's ensemble names esl_r1
     write_config(tmp_path, config)
     with dry_run(tmp_path) as workflow:
         jobs = {job_name(j): j for j in workflow.dag.needrun_jobs(exclude_finished=False)}

@@ -151,7 +151,9 @@ def load_checkpoint(path, num_classes: int | None = None, map_location="cpu") ->
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unpickling failure is a bad checkpoint
-        raise ValueError(f"{path}: not a readable checkpoint ({type(e).__name__}: {e})") from None
+        raise ValueError(
+            f"{path}: not a readable checkpoint ({type(e).__name__}; corrupt, truncated or not a torch file)"
+        ) from None
     if not isinstance(payload, dict) or "state_dict" not in payload or "model" not in payload:
         raise ValueError(f"{path}: expected a dict with 'state_dict' and 'model' (an esl checkpoint)")
     ckpt_classes = int(payload["num_classes"])
@@ -198,13 +200,27 @@ def output_size(height: int, width: int) -> tuple[int, int]:
 def load_imagenet_init(model: DeepLabV2, path) -> None:
     """Load ADVENT's `DeepLab_resnet_pretrained_imagenet.pth`: keys prefixed `Scale.`, its classifier `layer5` skipped.
 
-    Plain backbone state dicts (no prefix) load too. The classifiers keep their fresh initialisation."""
+    Plain backbone state dicts (no prefix) load too. The classifiers keep their fresh initialisation. As in ADVENT's
+    train.py (which copies the file's entries into the model's own state dict), `num_batches_tracked` buffers may be
+    absent (the released file, a 2017 Caffe conversion, predates them): the model keeps its own. Any other backbone key
+    missing, unexpected or mis-shaped is an error naming the file and the keys."""
     path = Path(path)
+    where = f"{path} (config model.init)"
     if not path.is_file():
         raise FileNotFoundError(f"{path}: initialisation weights not found (config model.init)")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unpickling failure is a bad file; torch's own message is many lines
+        raise ValueError(
+            f"{where}: not a readable torch state dict ({type(e).__name__}; corrupt or not a torch file)"
+        ) from None
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise ValueError(f"{where}: not a state dict (holds a {type(state).__name__})")
+    bad = sorted(str(k) for k, v in state.items() if not isinstance(v, torch.Tensor))
+    if bad:
+        raise ValueError(f"{where}: not a state dict of tensors (entries {', '.join(bad[:5])} are not tensors)")
     own = model.state_dict()
     loaded = {}
     for key, value in state.items():
@@ -213,7 +229,10 @@ def load_imagenet_init(model: DeepLabV2, path) -> None:
             continue  # classifiers: a different task and class count
         loaded[key] = value
     backbone = {k: v for k, v in own.items() if not k.startswith(("layer5.", "layer6."))}
-    check_state_dict(backbone, loaded, f"{path} (config model.init)")
+    for key in backbone:
+        if key.endswith(".num_batches_tracked") and key not in loaded:
+            loaded[key] = backbone[key]  # absent from old files: keep the model's own counter
+    check_state_dict(backbone, loaded, where)
     own.update(loaded)
     model.load_state_dict(own)
 

@@ -40,17 +40,22 @@ def load_state_dict_into(model: DeepLabV2, state: dict, source: str) -> None:
     model.load_state_dict(state)
 
 
-def load_pretrained(path, num_classes: int, model_kwargs: dict) -> tuple[DeepLabV2, dict]:
+def load_pretrained(
+    path, num_classes: int, model_kwargs: dict, key: str = "config pretrain.checkpoint"
+) -> tuple[DeepLabV2, dict]:
     """(model, model kwargs) from `path`: an esl `model.pt` (its own kwargs) or a raw ADVENT state dict (the model
-    is built from `model_kwargs`, i.e. config `model.layers`/`model.width`, with `num_classes` classes)."""
+    is built from `model_kwargs`, i.e. config `model.layers`/`model.width`, with `num_classes` classes). `key` names
+    the config key in error messages."""
     path = Path(path)
-    where = f"{path} (config pretrain.checkpoint)"
+    where = f"{path} ({key})"
     if not path.is_file():
         raise FileNotFoundError(f"{where}: checkpoint not found")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unpickling failure is a bad checkpoint
-        raise ValueError(f"{where}: not a readable checkpoint ({type(e).__name__}: {e})") from None
+        raise ValueError(
+            f"{where}: not a readable checkpoint ({type(e).__name__}; corrupt, truncated or not a torch file)"
+        ) from None
     if not isinstance(payload, dict):
         raise ValueError(f"{where}: expected a state dict or an esl checkpoint, got {type(payload).__name__}")
     if "state_dict" in payload and "model" in payload:  # ours

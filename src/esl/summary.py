@@ -1,5 +1,5 @@
-"""The summary table: one row per model with mIoU (and mIoU-13 for SYNTHIA's 16 classes), per-class IoU and the
-quality of its training pseudo-labels."""
+"""The summary table: one row per model (and ensemble) with mIoU (and mIoU-13 for SYNTHIA's 16 classes), per-class
+IoU, the quality of its training pseudo-labels, and the best and selected snapshots (esl.snapshots)."""
 
 from __future__ import annotations
 
@@ -7,11 +7,22 @@ import numpy as np
 import pandas as pd
 
 from .h5io import read_csv
+from .snapshots import choices_row
 
 
-def summarize(models, evals: dict, quality: dict) -> pd.DataFrame:
+def summarize(
+    models,
+    evals: dict,
+    quality: dict,
+    snapshots: dict | None = None,
+    final_iters: dict | None = None,
+    selection: str = "entropy",
+) -> pd.DataFrame:
     """models: names in row order; evals: model -> eval CSV; quality: model -> pseudo-label quality CSV (self-trained
-    models only; `pretrain` gets NaN)."""
+    models only; `pretrain` gets NaN); snapshots: model -> `eval/{model}_snapshots.csv` (models that keep snapshots;
+    without, best and selected are the final model); final_iters: model -> its final iteration (None for a given
+    checkpoint; ensembles are absent and get NaN best/selected columns)."""
+    snapshots, final_iters = snapshots or {}, final_iters or {}
     rows = []
     for model in models:
         table = read_csv(evals[model])
@@ -25,5 +36,13 @@ def summarize(models, evals: dict, quality: dict) -> pd.DataFrame:
             q = read_csv(quality[model])
             overall = q[q["class_name"] == "all"].iloc[0]
             row["pl_precision"], row["pl_coverage"] = float(overall["precision"]), float(overall["coverage"])
+        if model in final_iters:
+            shots = read_csv(snapshots[model]) if model in snapshots else None
+            row.update(choices_row(shots, row["mIoU"], final_iters[model], selection))
+        else:  # an ensemble: no snapshots to choose from
+            row.update(mIoU_best=np.nan, best_iter=np.nan, mIoU_selected=np.nan, selected_iter=np.nan)
         rows.append(row)
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    for col in ("best_iter", "selected_iter"):  # integers, empty where there is none
+        table[col] = table[col].astype("Int64")
+    return table

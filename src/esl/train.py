@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from .classes import IGNORE
 from .infer import autocast
+from .optim import ReferenceSGD, reference_param_groups
 from .progress import Progress
 from .resume import Preempted, ResumeError, ResumeFile, rng_state, set_rng_state
 
@@ -32,6 +33,8 @@ class TrainConfig:
     lr_classifier_mult: float = 10.0
     momentum: float = 0.9
     weight_decay: float = 5e-4
+    # "unique": each tensor once; "reference": ADVENT's duplicated listing stepped as torch 0.4.1 did (`esl.optim`)
+    param_groups: str = "unique"
     power: float = 0.9
     poly_iters: int | None = None  # the schedule's horizon; ADVENT decays over 250k iterations but stops at 120k
     aux_weight: float = 0.1
@@ -47,6 +50,7 @@ class TrainConfig:
     channels_last: bool | None = None
     compile: bool = False
     log_interval: float = 10.0  # seconds between progress lines
+    snapshot_every: int = 0  # iterations between snapshots (`on_snapshot`); 0 = none
 
     @classmethod
     def from_params(cls, params: dict) -> TrainConfig:
@@ -154,6 +158,7 @@ def train(
     adapter: Adapter | None = None,
     resume: ResumeFile | None = None,
     stop: Callable[[], bool] | None = None,
+    on_snapshot: Callable[[int, nn.Module], None] | None = None,
 ) -> dict:
     """Train `model` in place for iterations start_iter..cfg.iters−1; returns mean losses.
 
@@ -167,6 +172,9 @@ def train(
     Distributed (torch.distributed initialised, one process per device): the model runs under
     DistributedDataParallel, each process takes its share of every global batch (`BatchSchedule`), the losses are
     normalised by the global count of labelled pixels, and the processes agree every iteration on whether to stop.
+
+    on_snapshot(i, model): called by process 0 after iteration i when i is a multiple of `cfg.snapshot_every` below
+    `cfg.iters` (the final model is the caller's), before the resumable state of that iteration is saved.
     """
     rank, world = _world()
     log = log if log is not None else sys.stderr
@@ -273,6 +281,8 @@ def train(
         done = it + 1
         if done == cfg.iters:
             break
+        if on_snapshot is not None and cfg.snapshot_every and done % cfg.snapshot_every == 0 and rank == 0:
+            on_snapshot(done, net)
         if resume is not None and (want_stop or done % resume.every == 0):
             state = {"iteration": done, "running": running, "seen": seen}
             _save_state(resume, state, net, optimizer, adapter, rank, world)
@@ -335,7 +345,16 @@ class _NullStream:
 _NULL = _NullStream()
 
 
+PARAM_GROUPS = ("unique", "reference")
+
+
 def make_optimizer(model, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """SGD over `model.param_groups`; `reference`: ADVENT's duplicated backbone listing with torch 0.4.1's step."""
+    if cfg.param_groups not in PARAM_GROUPS:
+        raise ValueError(f"param_groups: {cfg.param_groups!r} is not one of {', '.join(PARAM_GROUPS)}")
+    if cfg.param_groups == "reference":
+        groups = reference_param_groups(model, cfg.lr, cfg.lr_classifier_mult)
+        return ReferenceSGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     return torch.optim.SGD(
         model.param_groups(cfg.lr, cfg.lr_classifier_mult),
         lr=cfg.lr,

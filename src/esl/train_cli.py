@@ -7,7 +7,8 @@ A spec is a plain dict (JSON) describing one training job:
     params      {"model": …, "train": …, "source": …, "target": … | None}   the rule's params
     input       {"source": index.csv, "target": index.csv | None, "pseudo_labels": h5 | None, "init": model.pt | None}
     output      model.pt to write
-    resume      the resumable state file (kept while training is unfinished, deleted once `output` is written)
+    resume      the resumable state file (kept while training is unfinished, deleted once `output` is written);
+                snapshots (`train.snapshot_every`) are staged in `snapshots/` beside it and moved next to `output`
     resume_root optional: the folder above the state's folder (the workflow's results/{experiment}/resume), removed
                 with it after success when nothing else is left in it
     provenance  stamped into `output`; its `inputs` digests also tie the resumable state to its inputs
@@ -39,6 +40,7 @@ from .h5io import atomic_path
 from .model import initial_model, load_checkpoint, save_checkpoint
 from .pretrained import load_pretrained
 from .resume import EXIT_PREEMPTED, Preempted, ResumeFile, StopSignals
+from .snapshots import clear_staged, publish, snapshot_iterations, snapshot_name
 from .train import BATCHNORM_MODES, TrainConfig, train
 
 STAGES = ("pretrain", "selftrain")
@@ -180,8 +182,27 @@ def _run(spec, device, rank, world, stop, log) -> int:
             file=log,
             flush=True,
         )
+    staged = resume.path.parent / "snapshots"
+    if rank == 0 and not resume.path.exists():
+        clear_staged(staged)  # an earlier attempt's snapshots, with no state to resume them from
+
+    def on_snapshot(iteration, net):
+        prov = dict(spec.get("provenance") or {}, iteration=iteration)
+        save_checkpoint(staged / snapshot_name(iteration), net, _model_kwargs(p), prov, iteration=iteration)
+
     try:
-        stats = train(model, source, target, cfg, device, log=log, adapter=adapter, resume=resume, stop=stop)
+        stats = train(
+            model,
+            source,
+            target,
+            cfg,
+            device,
+            log=log,
+            adapter=adapter,
+            resume=resume,
+            stop=stop,
+            on_snapshot=on_snapshot,
+        )
     except Preempted as e:
         if rank == 0:
             print(f"{stop.received or 'stop request'}: {e}; run the job again to resume", file=log, flush=True)
@@ -189,6 +210,7 @@ def _run(spec, device, rank, world, stop, log) -> int:
     if rank == 0:
         print(f"final mean losses: {stats}", file=log, flush=True)
         save_checkpoint(spec["output"], model.cpu(), _model_kwargs(p), spec.get("provenance"))
+        publish(staged, Path(spec["output"]).parent / "snapshots", snapshot_iterations(cfg.iters, cfg.snapshot_every))
         resume.remove()
         _remove_resume_root(spec)
     return 0

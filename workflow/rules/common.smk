@@ -2,6 +2,8 @@
 # Each rule's params hold only what that rule needs, so a changed value re-runs that stage and what follows.
 
 import os
+import re
+import sys
 
 # The rules' scripts import the library from src/ whether or not it is installed (e.g. inside a conda env); set
 # here, not required from the user, so it is no `envvars:` entry. Jobs inherit it (Slurm jobs too: sbatch exports
@@ -23,6 +25,10 @@ ROUNDS = int(config["selftrain"]["rounds"])
 SELFTRAINED = [f"{m}_r{k}" for m in METHODS for k in range(1, ROUNDS + 1)]
 MODELS = ["pretrain"] + SELFTRAINED
 SPLITS = ["source_train", "target_train", "target_val"]
+# Which model of a stage feeds the next one (pseudo_labels.from, selftrain.init_from); docs/ARCHITECTURE.md.
+LABELS_FROM = config["pseudo_labels"].get("from", "final")
+INIT_FROM = config["selftrain"].get("init_from", "final")
+SELECTION = config["evaluate"].get("selection", "entropy")
 
 
 wildcard_constraints:
@@ -38,10 +44,107 @@ def toy_manifest():
     return [f"{toy['root']}/manifest.csv"] if toy else []
 
 
+def model_dir(model):
+    return (
+        f"{RESULTS}/pretrain" if model == "pretrain" else f"{RESULTS}/selftrain/{model}"
+    )
+
+
 def checkpoint_path(model):
-    if model == "pretrain":
-        return f"{RESULTS}/pretrain/model.pt"
-    return f"{RESULTS}/selftrain/{model}/model.pt"
+    return f"{model_dir(model)}/model.pt"
+
+
+def stage_section(model):
+    return config["pretrain"] if model == "pretrain" else config["selftrain"]
+
+
+def final_iteration(model):
+    """Iterations of the final model; None for a given checkpoint (pretrain.checkpoint)."""
+    section = stage_section(model)
+    if model == "pretrain" and section.get("checkpoint"):
+        return None
+    return int(section["iters"])
+
+
+def snapshot_iterations(model):
+    """Iterations with a snapshot: multiples of snapshot_every below iters (esl.snapshots.snapshot_iterations)."""
+    every = int(stage_section(model).get("snapshot_every") or 0)
+    last = final_iteration(model)
+    return list(range(every, last, every)) if every > 0 and last else []
+
+
+def snapshot_paths(model):
+    """Also with wildcards: snapshot_paths("{method}_r{k}") are the selftrain rule's outputs."""
+    return [
+        f"{model_dir(model)}/snapshots/iter_{i:06d}.pt"
+        for i in snapshot_iterations(model)
+    ]
+
+
+def named_snapshot_paths(model):
+    """The same, each under its own name (a cached rule's outputs must all be named)."""
+    return {
+        f"snapshot_{i:06d}": path
+        for i, path in zip(snapshot_iterations(model), snapshot_paths(model))
+    }
+
+
+def candidates(model):
+    """(iteration, checkpoint) of every model a choice picks from: the snapshots, then the final model."""
+    return list(zip(snapshot_iterations(model), snapshot_paths(model))) + [
+        (final_iteration(model), checkpoint_path(model))
+    ]
+
+
+def has_snapshots(model):
+    return bool(snapshot_iterations(model))
+
+
+def chosen_checkpoint(model, choice):
+    """The checkpoint `choice` (final | selected | best) of `model` stands for."""
+    if choice == "final" or not has_snapshots(model):
+        return checkpoint_path(model)
+    return f"{RESULTS}/chosen/{model}_{choice}.pt"
+
+
+if "best" in (LABELS_FROM, INIT_FROM):
+    print(
+        "WARNING: pseudo_labels.from or selftrain.init_from is 'best': the model chosen on target-val labels then"
+        " shapes training (the reference's protocol, optimistic); use 'selected' for a label-free choice",
+        file=sys.stderr,
+    )
+
+
+def ensembles():
+    """evaluate.ensembles, checked: name -> {models, weights}; one-line errors naming the key."""
+    out = {}
+    for i, e in enumerate(config["evaluate"].get("ensembles") or []):
+        key = f"config evaluate.ensembles[{i}]"
+        name, members = e["name"], list(e["models"])
+        weights = list(e.get("weights") or [1.0] * len(members))
+        if name in MODELS or re.fullmatch(r"pretrain|[a-z]+_r\d+", name) or name in out:
+            raise ValueError(
+                f"{key}.name={name!r} is a model's name or used twice; choose another"
+            )
+        if len(weights) != len(members):
+            raise ValueError(
+                f"{key}.weights has {len(weights)} values for {len(members)} models; give one weight per model"
+            )
+        for m in members:
+            if m not in MODELS and not os.path.isfile(m):
+                raise ValueError(
+                    f"{key}.models: {m!r} is neither a model of this experiment ({', '.join(MODELS)}) nor an existing"
+                    " checkpoint file"
+                )
+        out[name] = {"models": members, "weights": weights}
+    return out
+
+
+ENSEMBLES = ensembles()
+
+
+def member_checkpoint(member):
+    return checkpoint_path(member) if member in MODELS else member
 
 
 def previous_model(method, k):

@@ -9,7 +9,7 @@ if SHARDS == 1:
 
     rule infer:
         input:
-            model=lambda wc: checkpoint_path(wc.model),
+            model=lambda wc: chosen_checkpoint(wc.model, LABELS_FROM),
             index=f"{RESULTS}/index/target_train.csv",
         output:
             f"{RESULTS}/infer/{{model}}.h5",
@@ -36,7 +36,7 @@ else:
 
     rule infer_shard:
         input:
-            model=lambda wc: checkpoint_path(wc.model),
+            model=lambda wc: chosen_checkpoint(wc.model, LABELS_FROM),
             index=f"{RESULTS}/index/target_train.csv",
         output:
             temp(f"{RESULTS}/infer/{{model}}.shard{{shard}}of{SHARDS}.h5"),

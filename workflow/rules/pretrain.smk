@@ -1,4 +1,5 @@
-# Source pretraining of DeepLabv2 (or a given checkpoint, e.g. ADVENT's released model).
+# Source pretraining of DeepLabv2 (or a given checkpoint, e.g. ADVENT's released model). Outputs: model.pt and, with
+# pretrain.snapshot_every, snapshots/iter_{i:06d}.pt (staged beside the resumable state while training runs).
 
 
 rule pretrain:
@@ -13,7 +14,8 @@ rule pretrain:
         # A given model (config pretrain.checkpoint, e.g. ADVENT's released one): a new file re-runs what follows.
         checkpoint=config["pretrain"].get("checkpoint") or [],
     output:
-        f"{RESULTS}/pretrain/model.pt",
+        **named_snapshot_paths("pretrain"),
+        model=f"{RESULTS}/pretrain/model.pt",
     log:
         f"{LOGS}/pretrain.log",
     # With --cache and $SNAKEMAKE_OUTPUT_CACHE set, experiments with the same pretraining settings and data share one

@@ -6,13 +6,15 @@ rule selftrain:
         source=f"{RESULTS}/index/source_train.csv",
         target=f"{RESULTS}/index/target_train.csv",
         pseudo_labels=f"{RESULTS}/pseudo_labels/{{method}}_r{{k}}.h5",
+        # selftrain.init_from: the final, label-free selected or target-val best pretrained model
         init=(
-            f"{RESULTS}/pretrain/model.pt"
+            chosen_checkpoint("pretrain", INIT_FROM)
             if config["selftrain"]["init"] == "pretrained"
             else []
         ),
     output:
-        f"{RESULTS}/selftrain/{{method}}_r{{k}}/model.pt",
+        **named_snapshot_paths("{method}_r{k}"),
+        model=f"{RESULTS}/selftrain/{{method}}_r{{k}}/model.pt",
     log:
         f"{LOGS}/selftrain_{{method}}_r{{k}}.log",
     conda:

@@ -10,12 +10,12 @@ from esl.h5io import provenance
 from esl.train_cli import launch
 
 p = snakemake.params
-resume_root = Path(snakemake.output[0]).parents[1] / "resume"
+resume_root = Path(snakemake.output.model).parents[1] / "resume"
 spec = {
     "stage": "pretrain",
     "params": {k: getattr(p, k) for k in ("model", "train", "source", "target")},
     "input": {"source": snakemake.input.source, "target": snakemake.input.get("target") or None},
-    "output": snakemake.output[0],
+    "output": snakemake.output.model,
     # results/{experiment}/resume/pretrain/state.pt: not an output, so a failed or preempted job keeps it; not a param,
     # so the cache key (the rule's params) stays free of the experiment name.
     "resume": str(resume_root / "pretrain/state.pt"),

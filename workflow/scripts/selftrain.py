@@ -11,7 +11,7 @@ from esl.h5io import provenance
 from esl.train_cli import launch
 
 p, inp, wc = snakemake.params, snakemake.input, snakemake.wildcards
-resume_root = Path(snakemake.output[0]).parents[2] / "resume"
+resume_root = Path(snakemake.output.model).parents[2] / "resume"
 spec = {
     "stage": "selftrain",
     "params": {k: getattr(p, k) for k in ("model", "train", "source", "target")},
@@ -21,7 +21,7 @@ spec = {
         "pseudo_labels": inp.pseudo_labels,
         "init": inp.get("init") or None,
     },
-    "output": snakemake.output[0],
+    "output": snakemake.output.model,
     # results/{experiment}/resume/selftrain_{method}_r{k}/state.pt: not an output, so a failed job keeps it
     "resume": str(resume_root / f"selftrain_{wc.method}_r{wc.k}/state.pt"),
     "resume_root": str(resume_root),  # removed after success when empty

@@ -1,0 +1,187 @@
+"""Training snapshots and how a model is chosen among them.
+
+ADVENT and ESL save a snapshot every 2,000 iterations, evaluate each on Cityscapes val and report the best
+(`TEST.MODE: best`): a choice made with target labels. We keep the snapshots, evaluate each once (target-val mIoU and
+the label-free criterion, the mean normalised entropy on target-train) and report three models side by side:
+
+    final     the last iteration (what the workflow trains)
+    best      the highest target-val mIoU (the reference's protocol; optimistic: it looks at target labels)
+    selected  chosen without target labels by `evaluate.selection` (`entropy`: the lowest mean entropy)
+
+`snapshots/iter_{i:06d}.pt` holds the model after i iterations (ADVENT's `model_{i}.pth` holds it after i + 1).
+While training runs, snapshots are written beside the resumable state (not outputs: a preempted job keeps them)
+and moved next to `model.pt` once it is written.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .evaluate import evaluate_model, iou_table, mean_entropy
+from .h5io import atomic_path, file_digest, provenance, read_csv, read_provenance, write_csv
+from .model import load_checkpoint
+
+CHOICES = ("final", "best", "selected")
+SELECTIONS = ("entropy",)
+PATTERN = "iter_{:06d}.pt"
+
+
+def snapshot_iterations(iters: int, every: int) -> list[int]:
+    """Iterations with a snapshot: the multiples of `every` below `iters` (the final model is `model.pt`)."""
+    every = int(every or 0)
+    return list(range(every, int(iters), every)) if every > 0 else []
+
+
+def snapshot_name(iteration: int) -> str:
+    return PATTERN.format(int(iteration))
+
+
+def clear_staged(folder) -> None:
+    """Remove snapshots left by an earlier attempt that is not being resumed."""
+    for old in Path(folder).glob("iter_*.pt"):
+        old.unlink()
+
+
+def publish(staged, dest, iterations) -> None:
+    """Move the staged snapshots of `iterations` into `dest` (replacing stale ones there); each must exist."""
+    staged, dest = Path(staged), Path(dest)
+    missing = [snapshot_name(i) for i in iterations if not (staged / snapshot_name(i)).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{staged}: snapshots missing after training: {', '.join(missing[:3])}")
+    dest.mkdir(parents=True, exist_ok=True)
+    clear_staged(dest)
+    for i in iterations:
+        os.replace(staged / snapshot_name(i), dest / snapshot_name(i))
+    try:
+        staged.rmdir()
+    except OSError:
+        pass
+
+
+def candidate_row(iou: pd.DataFrame, target_entropy: float) -> dict:
+    """A row of `eval/{model}_snapshots.csv` (less its iteration) from an `esl.evaluate.iou_table` and the
+    target-train mean entropy."""
+    row = {}
+    for _, mean in iou[iou["class_id"] < 0].iterrows():  # mIoU, and mIoU-13 for the 16 SYNTHIA classes
+        row[str(mean["class_name"])] = float(mean["iou"])
+    per_class = iou[iou["class_id"] >= 0]
+    row.update({f"iou_{n}": float(v) for n, v in zip(per_class["class_name"], per_class["iou"])})
+    row["target_entropy"] = float(target_entropy)
+    return row
+
+
+def snapshot_evaluator(val_samples, train_samples, *, target: dict, batch_size: int, device, log=None):
+    """checkpoint -> `candidate_row`: target-val IoU (esl.evaluate) and target-train mean entropy of one model.
+
+    target: the rule's target input params (layout, size, mean_bgr, num_classes)."""
+    kw = dict(
+        layout=target["layout"],
+        size=target["size"],
+        mean_bgr=target["mean_bgr"],
+        num_classes=target["num_classes"],
+        batch_size=batch_size,
+        device=device,
+        log=log,
+    )
+
+    def evaluate(checkpoint) -> dict:
+        model, _ = load_checkpoint(checkpoint, num_classes=target["num_classes"])
+        iou = iou_table(evaluate_model(model, val_samples, **kw))
+        return candidate_row(iou, mean_entropy(model, train_samples, **kw))
+
+    return evaluate
+
+
+def evaluate_candidates(candidates, evaluate, cache_dir, params: dict, log=None) -> pd.DataFrame:
+    """Rows for every (iteration, checkpoint) of `candidates`, in iteration order.
+
+    evaluate(checkpoint) -> row dict (without `iteration`). Each row is cached in `cache_dir/iter_{i:06d}.csv`, reused
+    while the checkpoint's sha256 (its provenance's inputs) and `params` (its provenance's config) are unchanged, so a
+    retried or re-run job evaluates only what is new.
+    """
+    cache_dir = Path(cache_dir)
+    rows = []
+    for iteration, checkpoint in candidates:
+        key = {"iteration": int(iteration), "params": params}
+        cached = cache_dir / f"iter_{int(iteration):06d}.csv"
+        row = _cached_row(cached, key, checkpoint)
+        if row is None:
+            if log is not None:
+                print(f"iteration {iteration}: evaluating {checkpoint}", file=log, flush=True)
+            row = {"iteration": int(iteration), **evaluate(checkpoint)}
+            write_csv(pd.DataFrame([row]), cached, provenance(key, [checkpoint]))
+        elif log is not None:
+            print(f"iteration {iteration}: cached in {cached}", file=log, flush=True)
+        rows.append(row)
+    return pd.DataFrame(rows).sort_values("iteration", ignore_index=True)
+
+
+def _cached_row(path: Path, key: dict, checkpoint) -> dict | None:
+    """The cached row if it was made with `key` from a checkpoint with the same sha256 (recorded in its provenance's
+    inputs), else None."""
+    if not path.is_file():
+        return None
+    try:
+        prov = read_provenance(path)
+        made_from = prov["inputs"].get(str(checkpoint), {}).get("sha256")
+        if prov.get("config") != _json_roundtrip(key) or made_from != file_digest(checkpoint).get("sha256"):
+            return None
+        table = read_csv(path)
+    except (OSError, ValueError, KeyError):
+        return None  # unreadable: evaluate again
+    if len(table) != 1:
+        return None
+    return dict(table.iloc[0].to_dict(), iteration=int(table["iteration"].iloc[0]))
+
+
+def _json_roundtrip(value):  # what the provenance line reads back as
+    return json.loads(json.dumps(value, default=str))
+
+
+def choose(table: pd.DataFrame, choice: str, selection: str = "entropy") -> int:
+    """The iteration `choice` picks from a snapshots table (rows of `candidate_row`, the final model last).
+
+    best: the highest mIoU, the earliest on ties (as ADVENT's `eval_best` keeps the first maximum);
+    selected: by `selection` — `entropy`, the lowest mean target-train entropy, the earliest on ties."""
+    if choice not in CHOICES:
+        raise ValueError(f"unknown model choice {choice!r} (known: {', '.join(CHOICES)})")
+    if selection not in SELECTIONS:
+        raise ValueError(f"config evaluate.selection={selection!r} is not one of {', '.join(SELECTIONS)}")
+    table = table.sort_values("iteration", ignore_index=True)
+    if choice == "final":
+        return int(table["iteration"].iloc[-1])
+    if choice == "best":
+        values = table["mIoU"].to_numpy(dtype=float)
+        return int(table["iteration"].iloc[int(np.nanargmax(values))])
+    values = table["target_entropy"].to_numpy(dtype=float)
+    return int(table["iteration"].iloc[int(np.nanargmin(values))])
+
+
+def choices_row(table: pd.DataFrame | None, miou_final: float, final_iter, selection: str = "entropy") -> dict:
+    """`mIoU_best`, `best_iter`, `mIoU_selected`, `selected_iter` of the summary; without snapshots (None) all
+    three choices are the final model."""
+    if table is None or table.empty:
+        it = float(final_iter) if final_iter is not None else math.nan
+        return {"mIoU_best": miou_final, "best_iter": it, "mIoU_selected": miou_final, "selected_iter": it}
+    out = {}
+    for choice in ("best", "selected"):
+        it = choose(table, choice, selection)
+        out[f"mIoU_{choice}"] = float(table.loc[table["iteration"] == it, "mIoU"].iloc[0])
+        out[f"{choice}_iter"] = float(it)
+    return out
+
+
+def copy_checkpoint(source, dest) -> None:
+    """`dest` becomes a copy of `source` (a hard link where the file system allows), atomically."""
+    with atomic_path(dest) as tmp:
+        try:
+            os.link(source, tmp)
+        except OSError:
+            shutil.copyfile(source, tmp)
