@@ -1,6 +1,6 @@
 # ESL: entropy-guided self-training for domain-adaptive semantic segmentation (Saporta et al., CVPRW 2020).
 # The pipeline's table of contents; docs/ARCHITECTURE.md describes the stages and their artifacts.
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
 
 min_version("9.0")
 
@@ -8,13 +8,10 @@ min_version("9.0")
 configfile: "config/config.yaml"
 
 
-validate(config, "workflow/schemas/config.schema.yaml")
-
-
 report: "workflow/report/workflow.rst"
 
 
-include: "workflow/rules/common.smk"
+include: "workflow/rules/common.smk"  # first: validates the config (workflow/schemas/config.schema.yaml)
 include: "workflow/rules/data.smk"
 include: "workflow/rules/pretrain.smk"
 include: "workflow/rules/infer.smk"

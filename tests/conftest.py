@@ -88,12 +88,12 @@ def job_name(job) -> str:
 
 
 @contextmanager
-def dry_run(workdir: Path, config: dict | None = None, forcerun=()):
+def dry_run(workdir: Path, config: dict | None = None, forcerun=(), configfile: str = "config.yaml"):
     """The Snakemake workflow of `workdir/config.yaml` (overridden by `config`) after a dry run: DAG, jobs, params."""
     with SnakemakeApi(OutputSettings(quiet={Quietness.ALL})) as api:
         wf = api.workflow(
             resource_settings=ResourceSettings(cores=1),
-            config_settings=ConfigSettings(configfiles=[workdir / "config.yaml"], config=config or {}),
+            config_settings=ConfigSettings(configfiles=[workdir / configfile], config=config or {}),
             snakefile=REPO / "Snakefile",
             workdir=workdir,
         )
@@ -101,9 +101,9 @@ def dry_run(workdir: Path, config: dict | None = None, forcerun=()):
         yield wf._workflow
 
 
-def planned_jobs(workdir: Path, config: dict | None = None, forcerun=()) -> list[str]:
+def planned_jobs(workdir: Path, config: dict | None = None, forcerun=(), configfile: str = "config.yaml") -> list[str]:
     """Jobs a dry run would execute, as `rule:wildcards`."""
-    with dry_run(workdir, config, forcerun) as workflow:
+    with dry_run(workdir, config, forcerun, configfile) as workflow:
         jobs = workflow.dag.needrun_jobs(exclude_finished=False)
         return sorted(job_name(j) for j in jobs if j.rule.name != "all")
 

@@ -143,3 +143,21 @@ def test_stop_signals_set_a_flag_and_restore_the_handlers():
         signal.raise_signal(signal.SIGUSR1)
         assert stop() and stop.received == "SIGUSR1"
     assert signal.getsignal(signal.SIGUSR1) is before
+
+
+@pytest.mark.parametrize("content", ["garbage", "pickle"])
+def test_an_unreadable_state_is_one_line_without_torchs_advice(tmp_path, content):
+    """torch's message for a refused pickle suggests weights_only=False: wrong for a damaged file, unsafe for a
+    hostile one. The error names the file and what to do instead."""
+    import pickle
+
+    path = tmp_path / "state.pt"
+    if content == "garbage":
+        path.write_bytes(b"\x00not a torch file")
+    else:
+        torch.save({"x": pickle.PickleError("x")}, path)  # a class weights_only refuses to rebuild
+    with pytest.raises(ResumeError) as e:
+        ResumeFile(path, {}, 1).load()
+    message = str(e.value)
+    assert message.startswith(f"{path}: unreadable resumable training state") and "delete it to start over" in message
+    assert "\n" not in message and "weights_only" not in message

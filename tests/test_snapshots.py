@@ -95,9 +95,12 @@ def test_choices_by_hand():
     assert choose(t, "selected") == 20  # the lowest entropy, the earliest on ties
     shuffled = t.sample(frac=1.0, random_state=0)
     assert (choose(shuffled, "final"), choose(shuffled, "best"), choose(shuffled, "selected")) == (40, 20, 20)
-    row = choices_row(t.iloc[[0, 3]], 44.0, 40)
+    row = choices_row(t.iloc[[0, 3]], {"mIoU": 44.0}, 40)
     assert row == {"mIoU_best": 44.0, "best_iter": 40.0, "mIoU_selected": 44.0, "selected_iter": 40.0}
-    assert choices_row(None, 33.3, 300) == {
+    t13 = t.assign(**{"mIoU-13": [50.0, 51.0, 52.0, 49.0]})  # SYNTHIA: both means of the chosen snapshot
+    row = choices_row(t13, {"mIoU": 44.0, "mIoU-13": 49.0}, 40)
+    assert (row["mIoU-13_best"], row["mIoU-13_selected"]) == (51.0, 51.0)
+    assert choices_row(None, {"mIoU": 33.3}, 300) == {
         "mIoU_best": 33.3,
         "best_iter": 300.0,
         "mIoU_selected": 33.3,
@@ -234,3 +237,40 @@ def test_bad_ensembles_are_refused_in_one_line(tmp_path, ensembles, expected):
 def test_unknown_selection_is_refused_with_the_key_named(tmp_path):
     out = refused(tmp_path, tiny(**{"evaluate.selection": "maxprob"}))
     assert "maxprob" in out and "selection" in out
+
+
+def test_published_snapshots_and_chosen_copies_share_no_inode_with_later_files(tmp_path):
+    """Snakemake touches a job's outputs when it ends: an output hard-linked to an input (or to another output)
+    would make that file look newer than what was made from it, and re-run the whole downstream every time."""
+    from esl.snapshots import copy_checkpoint, discard_staged, publish
+
+    staged, dest = tmp_path / "resume/snapshots", tmp_path / "out/snapshots"
+    staged.mkdir(parents=True)
+    for i in (2, 4):
+        (staged / f"iter_{i:06d}.pt").write_bytes(bytes([i]) * 100)
+    publish(staged, dest, [2, 4])
+    assert (staged / "iter_000002.pt").is_file()  # kept until the resumable state is gone
+    discard_staged(staged)
+    assert not staged.exists()
+    assert [p.stat().st_nlink for p in sorted(dest.iterdir())] == [1, 1]
+    assert (dest / "iter_000004.pt").read_bytes() == bytes([4]) * 100
+    copy_checkpoint(dest / "iter_000002.pt", tmp_path / "chosen/x_selected.pt")
+    assert (tmp_path / "chosen/x_selected.pt").stat().st_ino != (dest / "iter_000002.pt").stat().st_ino
+    with pytest.raises(FileNotFoundError, match="iter_000006.pt; delete .*state.pt and .* to train again"):
+        publish(staged, dest, [6], state=tmp_path / "resume/state.pt")
+
+
+def test_the_data_digest_follows_the_split(tmp_path):
+    """The per-snapshot cache is keyed on the evaluated data too (another split, root or file: evaluate again)."""
+    from helpers import write_split
+
+    from esl import datasets
+    from esl.snapshots import samples_digest
+
+    index = write_split(tmp_path / "a", 3, seed=0)
+    samples = datasets.read_index(index)
+    first = samples_digest(samples)
+    assert samples_digest(samples) == first and samples_digest(samples[:2]) != first
+    with open(samples[0].label, "ab") as f:
+        f.write(b"\0")  # a file that changed
+    assert samples_digest(samples) != first

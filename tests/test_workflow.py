@@ -4,6 +4,7 @@ import subprocess
 
 import h5py
 import numpy as np
+import pytest
 import torch
 import yaml
 from conftest import REPO, SNAKEMAKE, TINY, dry_run, job_name, planned_jobs, write_config  # noqa: F401 - re-exported for other tests
@@ -148,3 +149,81 @@ def test_nolabels_control_is_planned_like_a_method(tmp_path):
         assert name in jobs, name
     assert jobs["pseudo_labels:method=nolabels,k=1"].params.params == {}
     assert not any("mpsl" in name for name in jobs)
+
+
+TYPO_SECTIONS = [
+    "toy",
+    "data",
+    "data.source",
+    "data.target",
+    "model",
+    "pretrain",
+    "pretrain.adapt",
+    "infer",
+    "entropy",
+    "pseudo_labels",
+    "pseudo_labels.esl",
+    "selftrain",
+    "evaluate",
+    "evaluate.ensembles.0",
+]
+
+
+@pytest.mark.parametrize("section", TYPO_SECTIONS)
+def test_a_misspelt_key_is_refused_in_every_section(section):
+    """`save_evry`-style typos used to be ignored in pretrain/selftrain (the user's setting silently unused)."""
+    from snakemake.exceptions import WorkflowError
+    from snakemake.utils import validate
+
+    config = yaml.safe_load(yaml.safe_dump(TINY))
+    config["pretrain"]["adapt"] = {"ndf": 16}
+    node = config
+    for part in section.split("."):
+        node = node[int(part)] if part.isdigit() else node[part]
+    node["misspelt_kee"] = 1
+    with pytest.raises(WorkflowError, match="misspelt_kee"):
+        validate(config, str(REPO / "workflow/schemas/config.schema.yaml"))
+    del node["misspelt_kee"]
+    validate(config, str(REPO / "workflow/schemas/config.schema.yaml"))  # the same config without it is fine
+
+
+def reverse_keys(value):
+    if isinstance(value, dict):
+        return {k: reverse_keys(value[k]) for k in reversed(list(value))}
+    if isinstance(value, list):
+        return [reverse_keys(v) for v in value]
+    return value
+
+
+def test_the_same_values_in_another_key_order_rerun_nothing(tiny_run):
+    """Every rule's params are canonical (dicts with sorted keys): reordering the config file changes no job."""
+    text = yaml.safe_dump(reverse_keys(TINY), sort_keys=False)
+    assert text != yaml.safe_dump(TINY, sort_keys=False)
+    (tiny_run / "reordered.yaml").write_text(text)
+    assert planned_jobs(tiny_run, configfile="reordered.yaml") == []
+
+
+def test_a_refused_value_is_one_line_naming_its_key(tmp_path):
+    config = yaml.safe_load(yaml.safe_dump(TINY))
+    config["pretrain"]["save_evry"] = 5
+    out = refused(tmp_path, config)
+    assert "config pretrain: Unevaluated properties are not allowed ('save_evry' was unexpected)" in out
+    config = yaml.safe_load(yaml.safe_dump(TINY))
+    config["evaluate"]["selection"] = "maxprob"
+    assert "config evaluate.selection: 'maxprob' is not one of ['entropy']" in refused(tmp_path, config)
+
+
+def test_nested_command_line_values_are_converted_to_the_schema_types(tmp_path):
+    """Snakemake hands nested --config values in as strings ('0.2'); they become the numbers the schema asks for."""
+    write_config(tmp_path, TINY)
+    override = 'pseudo_labels={"methods": ["esl"], "esl": {"floor": 0.2}}'
+    proc = subprocess.run(
+        [*SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--configfile", "config.yaml", "-n", "--config", override],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    with dry_run(tmp_path, {"pseudo_labels": {"methods": ["esl"], "esl": {"floor": "0.2"}}}) as wf:
+        (job,) = [j for j in wf.dag.jobs if j.rule.name == "pseudo_labels"]
+        assert job.params.params == {"floor": 0.2}

@@ -64,12 +64,14 @@ def evaluate_ensemble(
 
 
 @torch.no_grad()
-def mean_entropy(model, samples, *, layout, size, mean_bgr, num_classes, batch_size=8, device="cpu", log=None):
+def mean_entropy(
+    model, samples, *, layout, size, mean_bgr, num_classes, batch_size=8, device="cpu", num_workers=0, log=None
+):
     """Mean normalised entropy of the main head's softmax over every pixel of `samples` (no labels read): the
     probabilities upsampled to the input size as the entropy stage does (`esl.entropy.entropy_map`). The label-free
     model-selection criterion `evaluate.selection: entropy`. Returns a float (summed in float64)."""
     dataset = SegmentationSet(samples, layout, size, mean_bgr, num_classes, labels="none", raw=True)
-    loader = DataLoader(dataset, batch_size=batch_size)
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers)
     model.to(device).eval()
     mean = device_mean(mean_bgr, device)
     total, pixels = 0.0, 0

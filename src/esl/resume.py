@@ -80,7 +80,8 @@ class ResumeFile:
         try:
             state = torch.load(self.path, map_location=map_location, weights_only=True)
         except Exception as e:  # noqa: BLE001 - any unpickling failure means a damaged file
-            msg = f"{type(e).__name__}: {e}".splitlines()[0]
+            # torch's own text would suggest weights_only=False: wrong for a damaged file, unsafe for a hostile one
+            msg = f"{type(e).__name__}; corrupt, truncated or not a torch file"
             raise ResumeError(f"{self.path}: unreadable resumable training state ({msg}); {hint}") from None
         if not isinstance(state, dict) or state.get("format") != FORMAT:
             raise ResumeError(f"{self.path}: not an esl resumable training state; {hint}")

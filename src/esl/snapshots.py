@@ -15,6 +15,7 @@ and moved next to `model.pt` once it is written.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -49,20 +50,39 @@ def clear_staged(folder) -> None:
         old.unlink()
 
 
-def publish(staged, dest, iterations) -> None:
-    """Move the staged snapshots of `iterations` into `dest` (replacing stale ones there); each must exist."""
+def publish(staged, dest, iterations, state=None) -> None:
+    """Put the staged snapshots of `iterations` into `dest` (replacing stale ones there), keeping the staged files
+    until `discard_staged`: a job that dies between here and the removal of its resumable state finds them again.
+
+    Each becomes its own file in `dest` (a hard link while the staged one lives, which `discard_staged` then removes;
+    a copy across file systems), so no output shares an inode with another output."""
     staged, dest = Path(staged), Path(dest)
     missing = [snapshot_name(i) for i in iterations if not (staged / snapshot_name(i)).is_file()]
     if missing:
-        raise FileNotFoundError(f"{staged}: snapshots missing after training: {', '.join(missing[:3])}")
+        hint = f"delete {state} and {staged} to train again" if state else f"delete {staged} to train again"
+        raise FileNotFoundError(f"{staged}: snapshots missing after training: {', '.join(missing[:3])}; {hint}")
     dest.mkdir(parents=True, exist_ok=True)
     clear_staged(dest)
     for i in iterations:
-        os.replace(staged / snapshot_name(i), dest / snapshot_name(i))
+        with atomic_path(dest / snapshot_name(i)) as tmp:
+            _link_or_copy(staged / snapshot_name(i), tmp)
+
+
+def discard_staged(staged) -> None:
+    """Remove the staging folder once the snapshots are published and the resumable state is gone."""
+    staged = Path(staged)
+    clear_staged(staged)
     try:
         staged.rmdir()
     except OSError:
         pass
+
+
+def _link_or_copy(source, dest) -> None:
+    try:
+        os.link(source, dest)
+    except OSError:
+        shutil.copyfile(source, dest)
 
 
 def candidate_row(iou: pd.DataFrame, target_entropy: float) -> dict:
@@ -77,7 +97,20 @@ def candidate_row(iou: pd.DataFrame, target_entropy: float) -> dict:
     return row
 
 
-def snapshot_evaluator(val_samples, train_samples, *, target: dict, batch_size: int, device, log=None):
+def samples_digest(samples) -> str:
+    """sha256 of the names, paths and sizes of a split's files: the snapshot rows' cache must not outlive a change of
+    the data they were computed on (another split, root or file)."""
+    h = hashlib.sha256()
+    for s in samples:
+        for path in (s.image, s.label):
+            size = os.stat(path).st_size if path and os.path.exists(path) else -1
+            h.update(f"{s.name}\0{path}\0{size}\n".encode())
+    return h.hexdigest()
+
+
+def snapshot_evaluator(
+    val_samples, train_samples, *, target: dict, batch_size: int, device, num_workers: int = 0, log=None
+):
     """checkpoint -> `candidate_row`: target-val IoU (esl.evaluate) and target-train mean entropy of one model.
 
     target: the rule's target input params (layout, size, mean_bgr, num_classes)."""
@@ -87,6 +120,7 @@ def snapshot_evaluator(val_samples, train_samples, *, target: dict, batch_size: 
         mean_bgr=target["mean_bgr"],
         num_classes=target["num_classes"],
         batch_size=batch_size,
+        num_workers=num_workers,
         device=device,
         log=log,
     )
@@ -164,24 +198,27 @@ def choose(table: pd.DataFrame, choice: str, selection: str = "entropy") -> int:
     return int(table["iteration"].iloc[int(np.nanargmin(values))])
 
 
-def choices_row(table: pd.DataFrame | None, miou_final: float, final_iter, selection: str = "entropy") -> dict:
-    """`mIoU_best`, `best_iter`, `mIoU_selected`, `selected_iter` of the summary; without snapshots (None) all
-    three choices are the final model."""
-    if table is None or table.empty:
-        it = float(final_iter) if final_iter is not None else math.nan
-        return {"mIoU_best": miou_final, "best_iter": it, "mIoU_selected": miou_final, "selected_iter": it}
+def choices_row(table: pd.DataFrame | None, final: dict, final_iter, selection: str = "entropy") -> dict:
+    """`mIoU_best`, `best_iter`, `mIoU_selected`, `selected_iter` of the summary (and `mIoU-13_best`,
+    `mIoU-13_selected` for SYNTHIA's 16 classes). final: the final model's means ({"mIoU": ..., "mIoU-13": ...});
+    without snapshots (None) all three choices are the final model."""
+    means = [m for m in ("mIoU", "mIoU-13") if m in final]
     out = {}
     for choice in ("best", "selected"):
-        it = choose(table, choice, selection)
-        out[f"mIoU_{choice}"] = float(table.loc[table["iteration"] == it, "mIoU"].iloc[0])
-        out[f"{choice}_iter"] = float(it)
+        if table is None or table.empty:
+            row = final
+            it = float(final_iter) if final_iter is not None else math.nan
+        else:
+            it = choose(table, choice, selection)
+            row = table.loc[table["iteration"] == it].iloc[0]
+            it = float(it)
+        out.update({f"{m}_{choice}": float(row[m]) for m in means})
+        out[f"{choice}_iter"] = it
     return out
 
 
 def copy_checkpoint(source, dest) -> None:
-    """`dest` becomes a copy of `source` (a hard link where the file system allows), atomically."""
+    """`dest` becomes a copy of `source`, atomically. A copy, not a hard link: Snakemake touches a job's outputs
+    when it finishes, and a shared inode would make the source look newer than everything made from it."""
     with atomic_path(dest) as tmp:
-        try:
-            os.link(source, tmp)
-        except OSError:
-            shutil.copyfile(source, tmp)
+        shutil.copyfile(source, tmp)

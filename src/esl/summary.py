@@ -38,7 +38,8 @@ def summarize(
             row["pl_precision"], row["pl_coverage"] = float(overall["precision"]), float(overall["coverage"])
         if model in final_iters:
             shots = read_csv(snapshots[model]) if model in snapshots else None
-            row.update(choices_row(shots, row["mIoU"], final_iters[model], selection))
+            means = {m: row[m] for m in ("mIoU", "mIoU-13") if m in row}
+            row.update(choices_row(shots, means, final_iters[model], selection))
         else:  # an ensemble: no snapshots to choose from
             row.update(mIoU_best=np.nan, best_iter=np.nan, mIoU_selected=np.nan, selected_iter=np.nan)
         rows.append(row)

@@ -23,6 +23,7 @@ from .progress import Progress
 from .resume import Preempted, ResumeError, ResumeFile, rng_state, set_rng_state
 
 BATCHNORM_MODES = ("train", "frozen", "sync")
+PARAM_GROUPS = ("unique", "reference")  # esl.optim
 
 
 @dataclass
@@ -343,9 +344,6 @@ class _NullStream:
 
 
 _NULL = _NullStream()
-
-
-PARAM_GROUPS = ("unique", "reference")
 
 
 def make_optimizer(model, cfg: TrainConfig) -> torch.optim.Optimizer:

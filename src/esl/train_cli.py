@@ -40,7 +40,7 @@ from .h5io import atomic_path
 from .model import initial_model, load_checkpoint, save_checkpoint
 from .pretrained import load_pretrained
 from .resume import EXIT_PREEMPTED, Preempted, ResumeFile, StopSignals
-from .snapshots import clear_staged, publish, snapshot_iterations, snapshot_name
+from .snapshots import clear_staged, discard_staged, publish, snapshot_iterations, snapshot_name
 from .train import BATCHNORM_MODES, TrainConfig, train
 
 STAGES = ("pretrain", "selftrain")
@@ -210,8 +210,11 @@ def _run(spec, device, rank, world, stop, log) -> int:
     if rank == 0:
         print(f"final mean losses: {stats}", file=log, flush=True)
         save_checkpoint(spec["output"], model.cpu(), _model_kwargs(p), spec.get("provenance"))
-        publish(staged, Path(spec["output"]).parent / "snapshots", snapshot_iterations(cfg.iters, cfg.snapshot_every))
+        shots = snapshot_iterations(cfg.iters, cfg.snapshot_every)
+        publish(staged, Path(spec["output"]).parent / "snapshots", shots, state=resume.path)
         resume.remove()
+        discard_staged(staged)
+        _rmdir(resume.path.parent)  # the job's resume folder, now empty
         _remove_resume_root(spec)
     return 0
 

@@ -5,6 +5,77 @@ import os
 import re
 import sys
 
+import jsonschema
+import yaml
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+# The configuration is checked against workflow/schemas/config.schema.yaml before the rules read it;
+# nested --config values arrive as strings (Snakemake parses only the top level), so they are converted where the
+# schema wants a number or a boolean; a refused value is reported in one line naming its key.
+
+
+def _schema_node(schema, node):
+    """`node` with its $ref (into the same file) and allOf parts resolved into one {properties, type, items}."""
+    if "$ref" in node:
+        target = schema
+        for part in node["$ref"].removeprefix("#/").split("/"):
+            target = target[part]
+        node = {**target, **{k: v for k, v in node.items() if k != "$ref"}}
+    if "allOf" in node:
+        merged = {"properties": dict(node.get("properties", {}))}
+        for part in node["allOf"]:
+            part = _schema_node(schema, part)
+            merged["properties"].update(part.get("properties", {}))
+        node = {**node, **merged}
+    return node
+
+
+def _coerce(value, node, schema):
+    """`value` with strings turned into the numbers/booleans the schema asks for (anything else left as it is)."""
+    node = _schema_node(schema, node)
+    types = node.get("type", [])
+    types = [types] if isinstance(types, str) else types
+    if isinstance(value, dict):
+        props = node.get("properties", {})
+        return {
+            k: _coerce(v, props[k], schema) if k in props else v
+            for k, v in value.items()
+        }
+    if isinstance(value, list) and "items" in node:
+        return [_coerce(v, node["items"], schema) for v in value]
+    if isinstance(value, str):
+        if "boolean" in types and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        for kind, cast in (("integer", int), ("number", float)):
+            if kind in types:
+                try:
+                    return cast(value)
+                except ValueError:
+                    pass
+        if value.lower() in ("null", "none") and "null" in types:
+            return None
+    return value
+
+
+def validate_config(config, schema_path):
+    with open(schema_path) as f:
+        schema = yaml.safe_load(f)
+    config.update(_coerce(dict(config), schema, schema))
+    try:
+        validate(config, schema_path)
+    except WorkflowError as e:
+        error = e.__context__
+        if not isinstance(error, jsonschema.ValidationError):
+            raise
+        key = ".".join(str(p) for p in error.absolute_path) or "(top level)"
+        raise WorkflowError(
+            f"config {key}: {error.message} (config/README.md lists every key)"
+        ) from None
+
+
+validate_config(config, f"{workflow.basedir}/workflow/schemas/config.schema.yaml")
+
 # The rules' scripts import the library from src/ whether or not it is installed (e.g. inside a conda env); set
 # here, not required from the user, so it is no `envvars:` entry. Jobs inherit it (Slurm jobs too: sbatch exports
 # the environment).
@@ -15,6 +86,17 @@ os.environ.update(
         if p
     )
 )
+
+
+def canonical(value):
+    """Dicts with their keys sorted, recursively: Snakemake compares a rule's params by repr, so a config file with the
+    same values in another key order must give the same params (and re-run nothing)."""
+    if isinstance(value, dict):
+        return {k: canonical(value[k]) for k in sorted(value)}
+    if isinstance(value, list):
+        return [canonical(v) for v in value]
+    return value
+
 
 EXPERIMENT = config["experiment"]
 RESULTS = f"results/{EXPERIMENT}"
@@ -31,8 +113,11 @@ INIT_FROM = config["selftrain"].get("init_from", "final")
 SELECTION = config["evaluate"].get("selection", "entropy")
 
 
+MODEL_PATTERN = r"pretrain|[a-z]+_r\d+"
+
+
 wildcard_constraints:
-    model=r"pretrain|[a-z]+_r\d+",
+    model=MODEL_PATTERN,
     method=r"[a-z]+",
     k=r"\d+",
     split="|".join(SPLITS),
@@ -107,6 +192,17 @@ def chosen_checkpoint(model, choice):
     return f"{RESULTS}/chosen/{model}_{choice}.pt"
 
 
+for _key, _choice in (
+    ("pseudo_labels.from", LABELS_FROM),
+    ("selftrain.init_from", INIT_FROM),
+):
+    if _choice != "final" and not has_snapshots("pretrain"):
+        print(
+            f"WARNING: config {_key}={_choice!r} but pretrain keeps no snapshots (pretrain.snapshot_every, or a"
+            " given pretrain.checkpoint): its final model is used",
+            file=sys.stderr,
+        )
+
 if "best" in (LABELS_FROM, INIT_FROM):
     print(
         "WARNING: pseudo_labels.from or selftrain.init_from is 'best': the model chosen on target-val labels then"
@@ -122,9 +218,13 @@ def ensembles():
         key = f"config evaluate.ensembles[{i}]"
         name, members = e["name"], list(e["models"])
         weights = list(e.get("weights") or [1.0] * len(members))
-        if name in MODELS or re.fullmatch(r"pretrain|[a-z]+_r\d+", name) or name in out:
+        if (
+            re.fullmatch(MODEL_PATTERN, name)
+            or name.endswith("_snapshots")
+            or name in out
+        ):
             raise ValueError(
-                f"{key}.name={name!r} is a model's name or used twice; choose another"
+                f"{key}.name={name!r} is a model's name, ends in _snapshots or is used twice; choose another"
             )
         if len(weights) != len(members):
             raise ValueError(
@@ -184,4 +284,4 @@ def input_params(domain):
 
 
 def model_params():
-    return dict(config["model"])
+    return canonical(config["model"])

@@ -15,7 +15,7 @@ if config.get("toy"):
             mem_mb=1000,
             runtime=10,
         params:
-            toy=config["toy"],
+            toy=canonical(config["toy"]),
         message:
             "Generating the toy domain pair in {params.toy[root]}"
         script:

@@ -51,6 +51,7 @@ rule evaluate_snapshots:
         iterations=lambda wc: [i for i, _ in candidates(wc.model)],
         target=input_params("target"),
         batch_size=config["evaluate"]["batch_size"],
+        num_workers=config["infer"].get("num_workers", 0),  # decoding 3,475 images per snapshot at paper scale
     message:
         "Evaluating the snapshots of {wildcards.model} (target-val mIoU, target-train entropy)"
     script:

@@ -31,7 +31,7 @@ rule pretrain:
         runtime=24 * 60,
     params:
         model=model_params(),
-        train=config["pretrain"],
+        train=canonical(config["pretrain"]),
         source=input_params("source"),
         target=(
             input_params("target")

@@ -29,7 +29,7 @@ rule pseudo_labels:
         runtime=60,
     params:
         method=lambda wc: wc.method,
-        params=lambda wc: config["pseudo_labels"].get(wc.method) or {},
+        params=lambda wc: canonical(config["pseudo_labels"].get(wc.method) or {}),
         layout=config["data"]["target"]["layout"],
         num_classes=config["data"]["num_classes"],
     message:

@@ -26,7 +26,7 @@ rule selftrain:
         runtime=24 * 60,
     params:
         model=model_params(),
-        train=config["selftrain"],
+        train=canonical(config["selftrain"]),
         source=input_params("source"),
         target=input_params("target"),
     message:

@@ -12,16 +12,18 @@ import torch
 from esl import datasets
 from esl.device import resolve_device
 from esl.h5io import provenance, write_csv
-from esl.snapshots import evaluate_candidates, snapshot_evaluator
+from esl.snapshots import evaluate_candidates, samples_digest, snapshot_evaluator
 
 torch.set_num_threads(snakemake.threads)
 p = snakemake.params
 out = Path(snakemake.output[0])
+val, train = datasets.read_index(snakemake.input.val), datasets.read_index(snakemake.input.train)
 evaluate = snapshot_evaluator(
-    datasets.read_index(snakemake.input.val),
-    datasets.read_index(snakemake.input.train),
+    val,
+    train,
     target=p.target,
     batch_size=p.batch_size,
+    num_workers=p.num_workers,
     device=resolve_device(),
     log=sys.stdout,
 )
@@ -29,7 +31,8 @@ table = evaluate_candidates(
     list(zip(p.iterations, snakemake.input.candidates)),
     evaluate,
     cache_dir=out.with_suffix(""),  # eval/{model}_snapshots/iter_{i:06d}.csv
-    params={"target": p.target, "batch_size": p.batch_size},
+    # what a cached row depends on besides its checkpoint (num_workers changes no number)
+    params={"target": p.target, "batch_size": p.batch_size, "val": samples_digest(val), "train": samples_digest(train)},
     log=sys.stdout,
 )
 write_csv(table, out, provenance(dict(p.items()), snakemake.input))
