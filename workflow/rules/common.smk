@@ -58,6 +58,12 @@ def _coerce(value, node, schema):
     return value
 
 
+def _all_errors(errors):
+    for error in errors:
+        yield error
+        yield from _all_errors(error.context or [])
+
+
 def validate_config(config, schema_path):
     with open(schema_path) as f:
         schema = yaml.safe_load(f)
@@ -65,9 +71,14 @@ def validate_config(config, schema_path):
     try:
         validate(config, schema_path)
     except WorkflowError as e:
-        error = e.__context__
-        if not isinstance(error, jsonschema.ValidationError):
+        if not isinstance(e.__context__, jsonschema.ValidationError):
             raise
+        # The most specific error: a bad value inside a section also makes the section "unevaluated".
+        errors = list(
+            _all_errors(jsonschema.Draft202012Validator(schema).iter_errors(config))
+        )
+        errors = [x for x in errors if x.validator != "unevaluatedProperties"] or errors
+        error = max(errors, key=lambda x: len(x.absolute_path), default=e.__context__)
         key = ".".join(str(p) for p in error.absolute_path) or "(top level)"
         raise WorkflowError(
             f"config {key}: {error.message} (config/README.md lists every key)"
