@@ -9,7 +9,7 @@ import torch
 from torch.utils.data import Dataset
 
 from . import datasets
-from .h5io import read_names
+from .h5io import open_h5, read_names, require_datasets
 
 
 def to_tensor(image_bgr: np.ndarray, mean_bgr) -> torch.Tensor:
@@ -57,7 +57,8 @@ class SegmentationSet(Dataset):
         self._h5 = None
         self._rows = None
         if labels not in ("gt", "none"):
-            with h5py.File(labels, "r") as f:
+            with open_h5(labels) as f:
+                require_datasets(f, labels, "label", "names")
                 names = read_names(f)
             rows = {n: i for i, n in enumerate(names)}
             missing = [s.name for s in self.samples if s.name not in rows]

@@ -16,14 +16,13 @@ import re
 import shutil
 from pathlib import Path
 
-import h5py
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from .background import Background
 from .classes import colorize
-from .h5io import create_h5, read_names, write_names
+from .h5io import create_h5, open_h5, read_names, remove_stale_temporaries, require_datasets, write_names
 from .progress import Progress
 from .thresholds import StreamingRank
 
@@ -115,14 +114,11 @@ def entropy_maps_h5(
 
     infer_h5 = Path(infer_h5)
     batch_size = max(1, int(batch_size))
-    with h5py.File(infer_h5, "r") as fin:
-        if "logits" not in fin:
-            raise ValueError(f"{infer_h5}: no 'logits' dataset")
+    with open_h5(infer_h5) as fin:
+        require_datasets(fin, infer_h5, "logits", "names")
         logits = fin["logits"]
         if logits.ndim != 4:
             raise ValueError(f"{infer_h5}: 'logits' must be (N, C, h, w), got shape {logits.shape}")
-        if "names" not in fin:
-            raise ValueError(f"{infer_h5}: no 'names' dataset")
         names = read_names(fin)
         n, num_classes, h, w = logits.shape
         if len(names) != n:
@@ -135,8 +131,7 @@ def entropy_maps_h5(
             pictures_dir = Path(pictures_dir)
             pictures_dir.parent.mkdir(parents=True, exist_ok=True)
             pic_tmp = pictures_dir.with_name(f"{pictures_dir.name}.tmp-{os.getpid()}")
-            if pic_tmp.exists():
-                shutil.rmtree(pic_tmp)
+            remove_stale_temporaries(pictures_dir)  # ours (same pid, an earlier attempt) and killed jobs'
             pic_tmp.mkdir()
         try:
             with create_h5(out_h5, prov) as fout:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import glob
 import hashlib
 import json
 import os
+import shutil
 from pathlib import Path
 
 import h5py
@@ -55,12 +57,24 @@ def provenance(config: dict | None = None, inputs=()) -> dict:
     }
 
 
+def remove_stale_temporaries(path, keep=None) -> None:
+    """Delete `<name>.tmp-<pid>` files or folders beside `path` (but `keep`): what a killed job left half-written."""
+    path = Path(path)
+    for stale in path.parent.glob(f"{glob.escape(path.name)}.tmp-*"):
+        if stale != keep and stale.name[len(path.name) + 5 :].isdigit():
+            shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
 def atomic_path(path):
-    """Yield a temporary path beside `path`; rename it to `path` only if the block succeeds."""
+    """Yield a temporary path beside `path`; rename it to `path` only if the block succeeds.
+
+    Temporaries of the same output left by a killed job (`<name>.tmp-<pid>`, many GB at Cityscapes scale) are removed
+    first: only one job writes an output at a time (Snakemake locks the output directory)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    remove_stale_temporaries(path, keep=tmp)
     try:
         yield tmp
         os.replace(tmp, path)
@@ -76,6 +90,36 @@ def create_h5(path, prov: dict):
         with h5py.File(tmp, "w") as f:
             f.attrs["provenance"] = json.dumps(prov, default=str)
             yield f
+
+
+# The rule that makes each artifact folder of results/{experiment}/, for the advice in error messages.
+MADE_BY = {"infer": "infer", "entropy": "entropy", "pseudo_labels": "pseudo_labels", "eval": "evaluate"}
+
+
+def remake_hint(path) -> str:
+    """How to get a bad artifact made again: deleting it makes Snakemake re-run the job (a plain re-run would not:
+    the file is newer than its inputs)."""
+    rule = MADE_BY.get(Path(path).parent.name)
+    made = f" (rule {rule}; or `snakemake --forcerun {rule}`)" if rule else ""
+    return f"delete it and run snakemake again{made}"
+
+
+def open_h5(path) -> h5py.File:
+    """`h5py.File(path, "r")`, or one line naming the file, what is wrong and how to make it again."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not found")
+    try:
+        return h5py.File(path, "r")
+    except (OSError, ValueError) as e:
+        why = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ValueError(f"{path}: not a readable HDF5 file ({why}); {remake_hint(path)}") from None
+
+
+def require_datasets(f: h5py.File, path, *keys) -> None:
+    for key in keys:
+        if key not in f:
+            raise ValueError(f"{path}: no {key!r} dataset; {remake_hint(path)}")
 
 
 def write_names(f: h5py.File, names) -> None:

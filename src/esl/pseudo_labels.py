@@ -29,7 +29,7 @@ import pandas as pd
 from .classes import CLASS_NAMES, IGNORE
 from .datasets import CLASS_NAMES_16
 from .entropy import FIRST_PASS
-from .h5io import create_h5, read_names, write_csv, write_names
+from .h5io import create_h5, open_h5, read_names, require_datasets, write_csv, write_names
 from .progress import Progress
 from .thresholds import StreamingRank, ascending_ranks
 
@@ -120,7 +120,7 @@ def compute_thresholds(
     """
     m = METHODS[method]
     p = method_params(method, params)
-    with h5py.File(entropy_h5, "r") as f:
+    with open_h5(entropy_h5) as f:
         label_ds, value_ds = _datasets(f, entropy_h5, m.dataset)
         n = label_ds.shape[0]
         stored = f.get(FIRST_PASS.get(m.dataset, ""))
@@ -166,9 +166,7 @@ def compute_thresholds(
 
 
 def _datasets(f: h5py.File, path, value_name: str):
-    for key in ("label", value_name, "names"):
-        if key not in f:
-            raise ValueError(f"{path}: no {key!r} dataset")
+    require_datasets(f, path, "label", value_name, "names")
     label_ds, value_ds = f["label"], f[value_name]
     if label_ds.ndim != 3 or value_ds.shape != label_ds.shape:
         raise ValueError(
@@ -222,7 +220,7 @@ def pseudo_labels_h5(
     n_gt = np.zeros(num_classes, dtype=np.int64)
     n_valid = 0
     any_gt = False
-    with h5py.File(entropy_h5, "r") as fin:
+    with open_h5(entropy_h5) as fin:
         label_ds, value_ds = _datasets(fin, entropy_h5, m.dataset)
         names = read_names(fin)
         n, height, width = label_ds.shape
