@@ -1,7 +1,6 @@
 """Snapshots (`*.snapshot_every`) and the three model choices: final, best (target-val mIoU, the reference's protocol)
 and selected (label-free: the lowest target-train mean entropy)."""
 
-import io
 import signal
 import subprocess
 
@@ -12,22 +11,11 @@ import torch
 import yaml
 from conftest import REPO, SNAKEMAKE, TINY, dry_run, job_name, planned_jobs, write_config
 from helpers import cli, train_spec, write_spec
-from test_resume import finish, run_until, weights
+from test_resume import finish, run_here, run_until, weights
 from test_workflow import refused
 
 from esl.h5io import read_csv
 from esl.snapshots import choices_row, choose, evaluate_candidates, snapshot_evaluator, snapshot_iterations
-from esl.train_cli import run
-
-
-def run_here(spec):
-    threads = torch.get_num_threads()
-    log = io.StringIO()
-    try:
-        assert run(spec, log=log) == 0, log.getvalue()
-    finally:
-        torch.set_num_threads(threads)
-    return log.getvalue()
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ the label-free criterion, the mean normalised entropy on target-train) and repor
 
 `snapshots/iter_{i:06d}.pt` holds the model after i iterations (ADVENT's `model_{i}.pth` holds it after i + 1).
 While training runs, snapshots are written beside the resumable state (not outputs: a preempted job keeps them)
-and moved next to `model.pt` once it is written.
+and put next to `model.pt` once it is written (kept in staging until the resumable state is gone).
 """
 
 from __future__ import annotations
