@@ -457,3 +457,27 @@ def test_index_round_trip(tmp_path):
     (tmp_path / "other.csv").write_text("a,b\n1,2\n")
     with pytest.raises(DatasetError, match=r"other\.csv: not a sample index"):
         read_index(tmp_path / "other.csv")
+
+
+def test_the_index_reports_size_mismatches_and_grayscale_images_with_counts(tmp_path):
+    """Accepted (real datasets have a few), but no longer silently: the index log says how many and shows one."""
+    import io
+
+    root = make_trainids(tmp_path / "toy")
+    a = read_image(root / "train/images/a.png")
+    write_png(root / "train/images/a.png", a[..., 0])  # grayscale PNG (colour type 0)
+    label_c = cv2.imread(str(root / "train/labels/c.png"), cv2.IMREAD_UNCHANGED)
+    write_png(root / "train/labels/c.png", label_c[:-2])  # two rows short of its image
+    log = io.StringIO()
+    assert check_samples("trainids", list_samples("trainids", root, "train"), 19, log=log) == 3
+    lines = log.getvalue().splitlines()
+    h, w = a.shape[:2]
+    assert lines == [
+        f"warning: 1 of 3 images differ in size from their label (each is resized to the input size on its own), "
+        f"e.g. {root}/train/images/c.png {h}x{w}, label {h - 2}x{w}",
+        f"warning: 1 of 3 images are grayscale (read as 3 equal channels), e.g. {root}/train/images/a.png",
+    ]
+    clean = make_trainids(tmp_path / "clean")
+    log = io.StringIO()
+    check_samples("trainids", list_samples("trainids", clean, "train"), 19, log=log)
+    assert log.getvalue() == ""

@@ -445,10 +445,13 @@ def read_label(layout: str, path, size=None, num_classes: int = 19) -> np.ndarra
     return np.ascontiguousarray(label, dtype=np.uint8)
 
 
-def check_samples(layout: str, samples, num_classes: int, sample_every: int = 1) -> int:
+def check_samples(layout: str, samples, num_classes: int, sample_every: int = 1, log=None) -> int:
     """Check that every file exists and that every `sample_every`-th image and label decode (labels validated).
 
-    Fails with the first missing/unreadable file; returns how many samples were decoded.
+    Fails with the first missing/unreadable file; returns how many samples were decoded. Accepted but reported to
+    `log` with counts (a stream; None: not reported): images whose size differs from their label's (each is resized
+    to the configured size on its own, so their pixels no longer line up exactly), and grayscale images (read as
+    three equal channels).
     """
     check_num_classes(layout, num_classes)
     if sample_every < 1:
@@ -457,12 +460,37 @@ def check_samples(layout: str, samples, num_classes: int, sample_every: int = 1)
         for p, what in ((s.image, "image"), (s.label, "label")):
             if p is not None and not Path(p).is_file():
                 raise DatasetError(f"{p}: {what} not found (sample {s.name})")
-    decoded = 0
+    decoded, mismatched, gray = 0, [], []
     for i, s in enumerate(samples):
         if i % sample_every:
             continue
-        read_image(s.image)
+        image = read_image(s.image)
+        if _png_is_gray(s.image):
+            gray.append(s.image)
         if s.label is not None:
-            read_label(layout, s.label, num_classes=num_classes)
+            label = read_label(layout, s.label, num_classes=num_classes)
+            if label.shape != image.shape[:2]:
+                mismatched.append(
+                    f"{s.image} {image.shape[0]}x{image.shape[1]}, label {label.shape[0]}x{label.shape[1]}"
+                )
         decoded += 1
+    if log is not None:
+        if mismatched:
+            print(
+                f"warning: {len(mismatched)} of {decoded} images differ in size from their label (each is resized to"
+                f" the input size on its own), e.g. {mismatched[0]}",
+                file=log,
+            )
+        if gray:
+            print(
+                f"warning: {len(gray)} of {decoded} images are grayscale (read as 3 equal channels), e.g. {gray[0]}",
+                file=log,
+            )
     return decoded
+
+
+def _png_is_gray(path) -> bool:
+    """A PNG whose colour type (IHDR byte 25) is grayscale or grayscale + alpha."""
+    with open(path, "rb") as f:
+        head = f.read(26)
+    return len(head) == 26 and head[:8] == _PNG_SIGNATURE and head[12:16] == b"IHDR" and head[25] in (0, 4)

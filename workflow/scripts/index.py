@@ -9,6 +9,6 @@ from esl.h5io import provenance
 
 d = snakemake.params.dataset
 samples = datasets.list_samples(d["layout"], d["root"], d["split"], list_file=d.get("list_file"))
-datasets.check_samples(d["layout"], samples, snakemake.params.num_classes)
+datasets.check_samples(d["layout"], samples, snakemake.params.num_classes, log=sys.stdout)
 datasets.write_index(samples, snakemake.output[0], provenance(dict(snakemake.params.items()), snakemake.input))
 print(f"{snakemake.wildcards.split}: {len(samples)} samples from {d['root']} ({d['layout']})")
