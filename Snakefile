@@ -12,6 +12,14 @@ report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"  # first: validates the config (workflow/schemas/config.schema.yaml)
+
+
+# Scatter-gather processes: `infer` = inference jobs per model (workflow/rules/infer.smk), config infer.shards;
+# `--set-scatter infer=K` overrides it.
+scattergather:
+    infer=config["infer"].get("shards", 1),
+
+
 include: "workflow/rules/data.smk"
 include: "workflow/rules/pretrain.smk"
 include: "workflow/rules/infer.smk"
@@ -19,6 +27,7 @@ include: "workflow/rules/entropy.smk"
 include: "workflow/rules/pseudo_labels.smk"
 include: "workflow/rules/selftrain.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:
@@ -27,3 +36,5 @@ rule all:
         f"{RESULTS}/summary.csv",
         # mIoU against iteration per model, when any model keeps snapshots
         [f"{RESULTS}/plots/snapshots.png"] if any(map(has_snapshots, MODELS)) else [],
+        # the report's figures (workflow/rules/report.smk)
+        [p for p in plots() if not p.endswith("/training.png")],

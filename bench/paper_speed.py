@@ -12,9 +12,9 @@ import time
 import torch
 from torch.utils.data import Dataset
 
-from esl.adapt import adapter_params, build_adapter
-from esl.model import build_model
-from esl.train import TrainConfig, train
+from esl.models.adapters import adapter_params, build_adapter
+from esl.models.deeplabv2 import build_model
+from esl.stages.train_loop import TrainConfig, train
 
 
 class Random(Dataset):

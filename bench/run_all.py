@@ -3,14 +3,14 @@
 Stages (figures: images/s or pixels/s, same-run ratios, peak memory):
 
 * inference — reference: batch 1, float32, full softmax upsampled to the input size and copied to the host, argmax /
-  max-prob / entropy in NumPy (the 2020-era code). Ours: `esl.infer.infer_logits` (batches, DataLoader workers decoding
-  PNGs, bf16 + channels_last on CUDA, writer thread) and then `esl.entropy.entropy_maps_h5` on the same device; also the
+  max-prob / entropy in NumPy (the 2020-era code). Ours: `esl.stages.infer.infer_logits` (batches, DataLoader workers decoding
+  PNGs, bf16 + channels_last on CUDA, writer thread) and then `esl.stages.entropy.entropy_maps_h5` on the same device; also the
   bare forward at the same batch (random tensor already on the device, no data loading, no writing).
 * thresholds — reference: all values concatenated in float64, per class a NumPy sort and the median index. Ours:
-  `esl.thresholds.StreamingRank`, two streamed passes over chunks (NumPy; torch.bincount on the GPU), checked exact.
+  `esl.ops.ranks.StreamingRank`, two streamed passes over chunks (NumPy; torch.bincount on the GPU), checked exact.
   Peak memory (tracemalloc: NumPy's host allocations) at N and N/4 pixels shows what depends on N.
 * training — reference: a plain batch-1 float32 step (source CE + target CE, SGD), as the reference code.
-  Ours: `esl.train.train` with its defaults, and on CUDA with bf16 autocast + channels_last (+ frozen BatchNorm).
+  Ours: `esl.stages.train_loop.train` with its defaults, and on CUDA with bf16 autocast + channels_last (+ frozen BatchNorm).
 * workflow — wall time of `snakemake -n` (the whole DAG planned in a fresh directory) and, with `--pipeline`, of the
   toy default end to end (`snakemake --cores 2` on config/config.yaml in a temporary directory).
 
@@ -42,13 +42,16 @@ import torch.nn.functional as F
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from esl import datasets  # noqa: E402
-from esl.data import to_tensor  # noqa: E402
-from esl.entropy import entropy_maps_h5  # noqa: E402
-from esl.infer import autocast, infer_logits  # noqa: E402
-from esl.model import build_model  # noqa: E402
-from esl.thresholds import StreamingRank, ascending_ranks, rank_index  # noqa: E402
-from esl.train import TrainConfig, train  # noqa: E402
+from esl.io.images import read_image  # noqa: E402
+from esl.io.layouts import Sample
+from esl.io.torchdata import to_tensor
+from esl.models.deeplabv2 import build_model
+from esl.ops.ranks import StreamingRank, rank_index
+from esl.ops.thresholds import ascending_ranks
+from esl.runtime.device import autocast
+from esl.stages.entropy import entropy_maps_h5
+from esl.stages.infer import infer_logits
+from esl.stages.train_loop import TrainConfig, train
 
 MEAN = [104.00698793, 116.66876762, 122.67891434]
 ROWS: list[dict] = []
@@ -99,7 +102,7 @@ def write_images(root: Path, n_files: int, size, seed=0) -> list[Path]:
 
 
 def samples_of(paths, n):
-    return [datasets.Sample(f"s{i:05d}", str(paths[i % len(paths)]), None) for i in range(n)]
+    return [Sample(f"s{i:05d}", str(paths[i % len(paths)]), None) for i in range(n)]
 
 
 def best_rate(fn, units, device, repeat):
@@ -131,7 +134,7 @@ def reference_infer(model, samples, size, device):
     """Batch 1, float32, softmax upsampled on the device, full probability map copied to the host, NumPy entropy."""
     model.eval()
     for s in samples:
-        x = to_tensor(datasets.read_image(s.image, size), MEAN)[None].to(device)
+        x = to_tensor(read_image(s.image, size), MEAN)[None].to(device)
         _, main = model(x)
         prob = F.interpolate(torch.softmax(main, dim=1), size=size, mode="bilinear", align_corners=True)
         reference_entropy_numpy(prob[0].cpu().numpy())

@@ -3,6 +3,9 @@
 Tests marked `slurm` need a running Slurm (scripts/slurm/start.sh). They are deselected (not skipped) unless
 ESL_SLURM=1 is set, as .ci/run does, or a marker expression is given (`pytest -m slurm`); when selected they fail,
 never skip, if Slurm is not there.
+
+Tests marked `cuda` (the "cuda" variant of `DEVICES`) need a GPU: without one (torch.cuda.is_available() is False)
+they are collected and skipped, and the report header says how many did not run.
 """
 
 import os
@@ -12,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from snakemake.api import SnakemakeApi
 from snakemake.settings.types import ConfigSettings, DAGSettings, OutputSettings, Quietness, ResourceSettings
@@ -123,7 +127,22 @@ def tiny_run(tmp_path_factory):
     return workdir
 
 
+# The devices a test runs on: the CPU always, CUDA as a `cuda`-marked variant (skipped, and counted in the report
+# header, where there is no GPU).
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
+CUDA = torch.cuda.is_available()
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "cuda: needs a CUDA device (skipped where torch.cuda.is_available() is False)")
+
+
 def pytest_collection_modifyitems(config, items):
+    if not CUDA:
+        skip = pytest.mark.skip(reason="CUDA not available (torch.cuda.is_available() is False)")
+        for item in items:
+            if item.get_closest_marker("cuda"):
+                item.add_marker(skip)
     if os.environ.get("ESL_SLURM") == "1" or config.getoption("markexpr"):
         return
     deselected = [item for item in items if item.get_closest_marker("slurm")]
@@ -133,6 +152,17 @@ def pytest_collection_modifyitems(config, items):
 
 
 def pytest_report_header(config):
-    if os.environ.get("ESL_SLURM") == "1" or config.getoption("markexpr"):
-        return None
-    return "slurm tests: deselected (start Slurm with scripts/slurm/start.sh, then ESL_SLURM=1 or -m slurm)"
+    lines = []
+    if not (os.environ.get("ESL_SLURM") == "1" or config.getoption("markexpr")):
+        lines.append("slurm tests: deselected (start Slurm with scripts/slurm/start.sh, then ESL_SLURM=1 or -m slurm)")
+    if not CUDA:
+        lines.append("CUDA: not available (torch.cuda.is_available() is False): the tests marked cuda are skipped")
+    return lines
+
+
+def pytest_report_collectionfinish(config, start_path, items):
+    """After the collection, in the header: how many CUDA tests will not run here."""
+    if CUDA:
+        return []
+    n = sum(1 for item in items if item.get_closest_marker("cuda"))
+    return [f"CUDA: not available, {n} CUDA tests not run (skipped)"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -12,8 +11,11 @@ import cv2
 import h5py
 import numpy as np
 
-from esl import datasets
-from esl.h5io import provenance, write_names
+from esl.io.h5 import write_names
+from esl.io.images import read_label
+from esl.io.layouts import list_samples, read_index, write_index
+from esl.io.provenance import provenance
+from esl.stages.train_job import TrainInputs, TrainJob
 
 NUM_CLASSES = 3
 SIZE = (32, 64)
@@ -38,17 +40,20 @@ def write_split(root: Path, n: int, seed: int, size=SIZE) -> Path:
         label[y : y + int(rng.integers(1, 8)), x : x + int(rng.integers(1, 16))] = 255
         cv2.imwrite(str(root / "train/images" / f"{i:03d}.png"), np.clip(image, 0, 255).astype(np.uint8))
         cv2.imwrite(str(root / "train/labels" / f"{i:03d}.png"), label)
-    samples = datasets.list_samples("trainids", root, "train")
+    samples = list_samples("trainids", root, "train")
     index = root / "index.csv"
-    datasets.write_index(samples, index, provenance({}))
+    write_index(samples, index, provenance({}))
     return index
 
 
 def write_pseudo_labels(index: Path, path: Path, seed: int) -> Path:
-    """Pseudo-labels for the images of `index`: their labels with a random quarter of the pixels set to 255."""
+    """Pseudo-labels for the images of `index`: their labels with a random quarter of the pixels set to 255.
+
+    Written in the REVERSE of the index's order, so that only a lookup by image name (`names`), not by position,
+    pairs each image with its own pseudo-label."""
     rng = np.random.default_rng(seed)
-    samples = datasets.read_index(index)
-    labels = np.stack([datasets.read_label("trainids", s.label, SIZE, num_classes=NUM_CLASSES) for s in samples])
+    samples = read_index(index)[::-1]
+    labels = np.stack([read_label("trainids", s.label, SIZE, num_classes=NUM_CLASSES) for s in samples])
     labels[rng.random(labels.shape) < 0.25] = 255
     with h5py.File(path, "w") as f:
         f.create_dataset("label", data=labels, chunks=(1, *SIZE))
@@ -60,8 +65,10 @@ def domain_params():
     return {"layout": "trainids", "size": list(SIZE), "mean_bgr": MEAN, "num_classes": NUM_CLASSES}
 
 
-def train_spec(tmp: Path, stage: str = "pretrain", name: str = "run", **train) -> dict:
-    """A training job spec (see esl.train_cli) on synthetic data under `tmp` (created once and shared)."""
+def train_spec(
+    tmp: Path, stage: str = "pretrain", name: str = "run", device: str = "cpu", threads: int = 1, **train
+) -> TrainJob:
+    """A training job (esl.stages.train.TrainJob) on synthetic data under `tmp` (created once and shared)."""
     data = tmp / "data"
     if not (data / "source/index.csv").exists():
         write_split(data / "source", 8, seed=1)
@@ -78,26 +85,26 @@ def train_spec(tmp: Path, stage: str = "pretrain", name: str = "run", **train) -
         params["train"].setdefault("init", "same_as_pretrain")
         params["train"].pop("method")
         inputs |= {"target": str(data / "target/index.csv"), "pseudo_labels": str(data / "pseudo_labels.h5")}
-    return {
-        "stage": stage,
-        "params": params,
-        "input": inputs,
-        "output": str(tmp / name / "model.pt"),
-        "resume": str(tmp / name / "resume/state.pt"),
-        "provenance": provenance(params, inputs.values()),
-        "threads": 1,
-        "device": "cpu",
-    }
+    return TrainJob(
+        stage=stage,
+        **params,
+        inputs=TrainInputs(**inputs),
+        output=str(tmp / name / "model.pt"),
+        resume=str(tmp / name / "resume/state.pt"),
+        provenance=provenance(params, inputs.values()),
+        threads=threads,
+        device=device,
+    )
 
 
-def write_spec(spec: dict, path: Path) -> Path:
+def write_spec(job: TrainJob, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(spec))
+    path.write_text(job.to_json())
     return path
 
 
 def cli(spec_path: Path, **kwargs) -> subprocess.Popen:
-    """`python -m esl.train_cli spec_path` with stdout (the job's log) piped as text."""
+    """`python -m esl.stages.train spec_path` with stdout (the job's log) piped as text."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, "-m", "esl.train_cli", str(spec_path)]
+    cmd = [sys.executable, "-m", "esl.stages.train", str(spec_path)]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, **kwargs)

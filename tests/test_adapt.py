@@ -8,18 +8,10 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from esl.adapt import (
-    AdvEnt,
-    Discriminator,
-    MinEnt,
-    adapter_params,
-    build_adapter,
-    discriminator_output_size,
-    entropy_loss,
-    self_information,
-)
-from esl.model import build_model
-from esl.train import TrainConfig, train
+from esl.models.adapters import AdvEnt, Discriminator, MinEnt, adapter_params, build_adapter, discriminator_output_size
+from esl.models.deeplabv2 import build_model
+from esl.ops.losses import entropy_loss, self_information
+from esl.stages.train_loop import TrainConfig, train
 
 torch.set_num_threads(1)  # tiny tensors: a second thread only adds contention on a shared 2-core machine
 
@@ -199,12 +191,29 @@ class Images(Dataset):
 
 @pytest.mark.parametrize("method", ["minent", "advent"])
 def test_train_with_an_adapter_on_unlabelled_target(method):
-    torch.manual_seed(0)
-    model = build_model(2, layers=(1, 1, 1, 1), width=4)
-    cfg = TrainConfig(iters=3, batch_size=2, lr=0.01, seed=1)
-    p = adapter_params({"iters": 3, "power": 0.9, "adapt": {"ndf": 8}}, [32, 32], [32, 32])
-    adapter = build_adapter(method, p, 2, "cpu")
-    stats = train(model, Images(True), Images(False), cfg, torch.device("cpu"), adapter=adapter)
-    assert "tgt" not in stats and stats["adapt"] > 0
+    """Same seed, same data: the adapter's term changes the trained weights (it reaches the backward pass); with its
+    λs at 0 the weights are those of training without an adapter, bit for bit."""
+
+    def run(adapt):
+        torch.manual_seed(0)
+        model = build_model(2, layers=(1, 1, 1, 1), width=4)
+        cfg = TrainConfig(iters=3, batch_size=2, lr=0.01, seed=1)
+        adapter = None
+        if adapt is not None:
+            p = adapter_params({"iters": 3, "power": 0.9, "adapt": {"ndf": 8, **adapt}}, [32, 32], [32, 32])
+            adapter = build_adapter(method, p, 2, "cpu")
+        stats = train(model, Images(True), Images(False), cfg, torch.device("cpu"), adapter=adapter)
+        return dict(model.named_parameters()), stats
+
+    plain, plain_stats = run(None)
+    adapted, stats = run({})  # the reference λs: main 0.001, aux 0.0002
+    zero, zero_stats = run({"lambda_main": 0.0, "lambda_aux": 0.0})
+    assert "tgt" not in stats and stats["adapt"] > 0 and "adapt" not in plain_stats and zero_stats["adapt"] == 0
     if method == "advent":
         assert stats["d_main"] > 0 and stats["d_aux"] > 0
+    changed = [k for k, v in plain.items() if not torch.equal(adapted[k], v)]
+    # the target term's gradient reaches the backbone and both classifiers (layer5: aux head, layer6: main head)
+    for part in ("conv1.", "layer1.", "layer5.", "layer6."):
+        assert any(k.startswith(part) for k in changed), (part, changed)
+    for k, v in plain.items():
+        assert torch.equal(zero[k], v), k

@@ -5,7 +5,7 @@ import threading
 
 import pytest
 
-from esl.background import Background
+from esl.runtime.background import Background
 
 
 def test_calls_run_in_order_in_another_thread():

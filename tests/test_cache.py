@@ -9,7 +9,7 @@ import pytest
 from conftest import REPO, SNAKEMAKE, TINY, dry_run, write_config
 from snakemake.caching.hash import ProvenanceHashMap
 
-from esl.model import load_checkpoint
+from esl.models.checkpoints import load_checkpoint
 
 
 def variant(experiment: str, **changes) -> dict:

@@ -6,8 +6,10 @@ import h5py
 import numpy as np
 import pytest
 
-from esl.h5io import STRING, read_csv
-from esl.pseudo_labels import method_params, pseudo_labels_h5
+from esl.io.h5 import STRING
+from esl.io.tables import read_csv
+from esl.ops.thresholds import method_params
+from esl.stages.pseudo_labels import pseudo_labels_h5
 
 C = 4
 

@@ -6,26 +6,12 @@ import zlib
 import cv2
 import numpy as np
 import pytest
+import torch
 
-from esl.datasets import (
-    CLASS_NAMES_13,
-    CLASS_NAMES_16,
-    CLASSES_13,
-    NUM_CLASSES,
-    DatasetError,
-    Sample,
-    check_num_classes,
-    check_samples,
-    class_names,
-    list_samples,
-    read_image,
-    read_index,
-    read_label,
-    to_16_classes,
-    to_19_classes,
-    write_index,
-)
-from esl.h5io import provenance, read_provenance
+from esl.io.images import check_samples, read_image, read_label
+from esl.io.labels import CLASS_NAMES_13, CLASS_NAMES_16, CLASSES_13, label_space, to_16_classes, to_19_classes
+from esl.io.layouts import NUM_CLASSES, DatasetError, Sample, check_num_classes, list_samples, read_index, write_index
+from esl.io.provenance import provenance, read_provenance
 
 H, W = 6, 8
 
@@ -159,7 +145,8 @@ def test_constants():
     )
     assert CLASSES_13 == (0, 1, 2, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
     assert "wall" not in CLASS_NAMES_13 and len(CLASS_NAMES_13) == 13
-    assert class_names(16) == CLASS_NAMES_16 and len(class_names(19)) == 19 and class_names(3)[2] == "class2"
+    assert label_space(16).names == CLASS_NAMES_16 and label_space(19).num_classes == 19
+    assert label_space(3).names == ("class0", "class1", "class2")
 
 
 def test_to_16_and_back():
@@ -481,3 +468,34 @@ def test_the_index_reports_size_mismatches_and_grayscale_images_with_counts(tmp_
     log = io.StringIO()
     check_samples("trainids", list_samples("trainids", clean, "train"), 19, log=log)
     assert log.getvalue() == ""
+
+
+def test_pseudo_labels_are_looked_up_by_image_name(tmp_path):
+    """The training set pairs each image with the pseudo-label row of its NAME: tests/helpers writes the file in the
+    reverse of the index's order, so a positional lookup would hand image i the labels of image n−1−i."""
+    import h5py
+    from helpers import MEAN, NUM_CLASSES, SIZE, write_pseudo_labels, write_split
+
+    from esl.io.torchdata import SegmentationSet
+
+    index = write_split(tmp_path / "target", 5, seed=2)
+    path = write_pseudo_labels(index, tmp_path / "pl.h5", seed=3)
+    samples = read_index(index)
+    with h5py.File(path, "r") as f:
+        names = [n.decode() for n in f["names"][()]]
+        rows = {name: f["label"][i] for i, name in enumerate(names)}
+    assert names == [s.name for s in samples][::-1]
+    ds = SegmentationSet(samples, "trainids", SIZE, MEAN, NUM_CLASSES, labels=str(path))
+    for i, s in enumerate(samples):
+        _, label, j = ds[i]
+        assert j == i and label.dtype == torch.int64 and tuple(label.shape) == SIZE
+        label = label.numpy()
+        np.testing.assert_array_equal(label, rows[s.name])
+        # independently of the file: the kept pixels are the image's own ground truth (the helper's construction)
+        gt = read_label("trainids", s.label, SIZE, num_classes=NUM_CLASSES)
+        kept = label != 255
+        assert kept.mean() > 0.6
+        np.testing.assert_array_equal(label[kept], gt[kept])
+        other = read_label("trainids", samples[len(samples) - 1 - i].label, SIZE, num_classes=NUM_CLASSES)
+        if i != len(samples) // 2:  # the middle image is its own mirror
+            assert (other[kept] != gt[kept]).any()  # the position's labels would not pass the check above

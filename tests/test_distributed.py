@@ -6,8 +6,8 @@ import pytest
 import torch
 from helpers import train_spec
 
-from esl.train import BatchSchedule
-from esl.train_cli import check_spec, launch
+from esl.io.torchdata import BatchSchedule
+from esl.stages.train import launch
 
 
 def test_process_shares_of_a_batch_are_disjoint_and_make_up_the_single_process_batch():
@@ -31,8 +31,7 @@ def test_two_process_ddp_steps_equal_single_process_steps_on_the_union(tmp_path)
     per process instead of over the global batch would not match."""
     common = dict(iters=2, batch_size=4, batchnorm="frozen", lr=0.01)
     single = train_spec(tmp_path, "selftrain", "single", **common)
-    ddp = train_spec(tmp_path, "selftrain", "ddp", gpus=2, **common)
-    ddp["threads"] = 2
+    ddp = train_spec(tmp_path, "selftrain", "ddp", threads=2, gpus=2, **common)
     threads = torch.get_num_threads()
     try:
         assert launch(single, log=io.StringIO()) == 0
@@ -56,10 +55,9 @@ def test_two_process_ddp_steps_equal_single_process_steps_on_the_union(tmp_path)
 
 
 def weights_of_initial(spec):
-    from esl.model import initial_model
+    from esl.models.checkpoints import initial_model
 
-    p = spec["params"]
-    return initial_model(p["source"]["num_classes"], p["model"], p["train"]["seed"]).state_dict()
+    return initial_model(spec.source["num_classes"], spec.model, spec.train["seed"]).state_dict()
 
 
 @pytest.mark.parametrize(
@@ -77,9 +75,7 @@ def weights_of_initial(spec):
     ],
 )
 def test_impossible_settings_are_refused_with_the_key_named(tmp_path, train, device, message):
-    spec = train_spec(tmp_path, **train)
-    spec["device"] = device
     expected = message.format(g=max(2, torch.cuda.device_count() + 1), v=torch.cuda.device_count())
     with pytest.raises(ValueError) as e:
-        check_spec(spec)
+        train_spec(tmp_path, device=device, **train)  # refused when the job is made, before any work
     assert str(e.value).startswith(expected)

@@ -7,9 +7,12 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from conftest import DEVICES
 
-from esl.entropy import entropy_map, entropy_maps_h5
-from esl.h5io import STRING, read_names, read_provenance
+from esl.io.h5 import STRING, read_names
+from esl.io.provenance import read_provenance
+from esl.ops.entropy import entropy_map
+from esl.stages.entropy import entropy_maps_h5
 
 
 def bilinear_align_corners(x: np.ndarray, size) -> np.ndarray:
@@ -247,9 +250,6 @@ def test_h5_bad_input(tmp_path):
     assert not (tmp_path / "o.h5").exists()
 
 
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-
-
 @pytest.mark.parametrize("device", DEVICES)
 def test_device_path_matches_float64_reference(device):
     """The entropy stage's path on the device it picks (the GPU when present, the CPU here) against float64 NumPy,
@@ -271,8 +271,9 @@ def test_device_path_matches_float64_reference(device):
 def test_first_pass_histograms_stored_by_the_entropy_stage(tmp_path, device):
     """The entropy stage counts pass 1 of the exact thresholds from the very maps it writes; the pseudo-label stage
     then runs pass 2 only, with the same thresholds as the sort-based rule; a stale histogram is refused."""
-    from esl.pseudo_labels import compute_thresholds
-    from esl.thresholds import StreamingRank, class_thresholds_sorted
+    from esl.ops.ranks import StreamingRank
+    from esl.ops.thresholds import class_thresholds_sorted
+    from esl.stages.pseudo_labels import compute_thresholds
 
     rng = np.random.default_rng(13)
     logits = (3 * rng.standard_normal((7, 5, 6, 8))).astype(np.float16)
@@ -303,3 +304,61 @@ def test_first_pass_histograms_stored_by_the_entropy_stage(tmp_path, device):
         f["pass1_entropy"][...] = h
     with pytest.raises(ValueError, match="pass1_entropy"):
         compute_thresholds(out, "esl", {"floor": 0.0}, 5)
+
+
+# ---------------------------------------------------------------- the stage: Params and run
+
+
+def test_params_from_rule_are_checked_once():
+    from esl.stages.entropy import Params
+
+    p = Params.from_rule({"size": [8, 12], "pictures": 2, "batch_size": 3})
+    assert p.out_size == (8, 12) and p.as_dict() == {"size": [8, 12], "pictures": 2, "batch_size": 3}
+    assert Params.from_rule({"size": None, "pictures": 0, "batch_size": 1}).out_size is None
+    for bad, key in (
+        ({"size": [8], "pictures": 2, "batch_size": 3}, "entropy.size"),
+        ({"size": [8, 0], "pictures": 2, "batch_size": 3}, "entropy.size"),
+        ({"size": [8, 12], "pictures": -1, "batch_size": 3}, "entropy.pictures"),
+        ({"size": [8, 12], "pictures": 2, "batch_size": 0}, "infer.batch_size"),
+        ({"size": [8, 12], "pictures": 2}, "missing params"),
+        ({"size": [8, 12], "pictures": 2, "batch_size": 3, "use_gt": True}, "unexpected params"),
+    ):
+        with pytest.raises(ValueError, match=key):
+            Params.from_rule(bad)
+
+
+def test_run_writes_what_entropy_maps_h5_writes(tmp_path, monkeypatch):
+    """`run` = the rule: the rule's threads for torch, images from the index, provenance of the rule's params and
+    inputs, the same maps and first-pass histograms as the library function."""
+    from esl.io.layouts import Sample, write_index
+    from esl.stages.entropy import Params, run
+
+    rng = np.random.default_rng(14)
+    names = ["a", "b", "c"]
+    infer = tmp_path / "infer.h5"
+    write_infer(infer, (3 * rng.standard_normal((3, 4, 5, 6))).astype(np.float16), names)
+    image = tmp_path / "a.png"
+    cv2.imwrite(str(image), rng.integers(0, 255, (10, 12, 3), dtype=np.uint8))
+    index = tmp_path / "index.csv"
+    write_index([Sample("a", str(image), None), Sample("b", "missing.png", None)], index, {})
+    rule = {"size": [7, 9], "pictures": 2, "batch_size": 2}
+    inputs = {"logits": str(infer), "index": str(index)}
+    outputs = {"h5": str(tmp_path / "e.h5"), "pictures": str(tmp_path / "e_pictures")}
+    log = tmp_path / "log.txt"
+    threads = []
+    monkeypatch.setattr(torch, "set_num_threads", threads.append)
+    with open(log, "w") as f:
+        run(Params.from_rule(rule), inputs, outputs, log=f, threads=2)
+    assert threads == [2]
+    assert "device cpu, size (7, 9), 2 images in the index" in log.read_text()
+    assert "entropy done: 3 images" in log.read_text()
+    prov = read_provenance(outputs["h5"])
+    assert prov["config"] == rule and list(prov["inputs"]) == [str(infer), str(index)]
+    entropy_maps_h5(infer, tmp_path / "ref.h5", size=(7, 9), batch_size=2, prov={})
+    with h5py.File(outputs["h5"], "r") as got, h5py.File(tmp_path / "ref.h5", "r") as want:
+        assert set(got) == set(want)
+        for key in want:
+            np.testing.assert_array_equal(got[key][()], want[key][()])
+    pictures = sorted(os.listdir(outputs["pictures"]))
+    assert pictures == ["0000_a.png", "0001_b.png"]
+    assert cv2.imread(os.path.join(outputs["pictures"], pictures[0])).shape == (7, 27, 3)  # with the image panel

@@ -7,8 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from esl import datasets
-from esl.evaluate import evaluate_ensemble, evaluate_model, mean_entropy
+from esl.io.images import read_image, read_label
+from esl.io.layouts import list_samples, read_index
+from esl.stages.evaluate import evaluate_ensemble, evaluate_model, iou_table, mean_entropy
 
 C = 3
 
@@ -31,7 +32,7 @@ def write_samples(root, labels, size=(4, 4)):
     for i, label in enumerate(labels):
         cv2.imwrite(str(root / f"train/images/{i}.png"), np.full((*size, 3), 100, np.uint8))
         cv2.imwrite(str(root / f"train/labels/{i}.png"), np.asarray(label, np.uint8))
-    return datasets.list_samples("trainids", root, "train")
+    return list_samples("trainids", root, "train")
 
 
 def run(members, samples, size=(4, 4)):
@@ -117,8 +118,8 @@ def test_mean_entropy_by_hand(tmp_path):
 def test_the_workflow_ensemble_row_by_hand(tiny_run, monkeypatch):
     """The tiny run's ensemble `ens` (0.5·pretrain + 1.0·esl_r1): its summary mIoU recomputed here from the two
     checkpoints image by image (forward, upsampling to the label, weighted sum, argmax, IoU with numpy)."""
-    from esl.h5io import read_csv
-    from esl.model import load_checkpoint
+    from esl.io.tables import read_csv
+    from esl.models.checkpoints import load_checkpoint
 
     monkeypatch.chdir(tiny_run)  # the index holds paths relative to the workflow's directory
     res = tiny_run / "results/tiny"
@@ -126,15 +127,15 @@ def test_the_workflow_ensemble_row_by_hand(tiny_run, monkeypatch):
         load_checkpoint(res / "pretrain/model.pt")[0].eval(),
         load_checkpoint(res / "selftrain/esl_r1/model.pt")[0].eval(),
     ]
-    samples = datasets.read_index(res / "index/target_val.csv")  # 4 images: one batch, as evaluate.batch_size
+    samples = read_index(res / "index/target_val.csv")  # 4 images: one batch, as evaluate.batch_size
     mean = np.array([104.0, 117.0, 123.0], np.float32)
-    images = np.stack([datasets.read_image(s.image, (32, 64)).astype(np.float32) - mean for s in samples])
+    images = np.stack([read_image(s.image, (32, 64)).astype(np.float32) - mean for s in samples])
     x = torch.from_numpy(images.transpose(0, 3, 1, 2).copy())
     with torch.no_grad():
         mains = [model(x)[1] for model in models]
     conf = np.zeros((19, 19), np.int64)
     for i, s in enumerate(samples):
-        label = datasets.read_label("trainids", s.label, None, num_classes=19)
+        label = read_label("trainids", s.label, None, num_classes=19)
         score = 0
         for main, w in zip(mains, (0.5, 1.0)):
             up = torch.nn.functional.interpolate(main[i : i + 1], size=label.shape, mode="bilinear", align_corners=True)
@@ -148,3 +149,73 @@ def test_the_workflow_ensemble_row_by_hand(tiny_run, monkeypatch):
     summary = read_csv(res / "summary.csv").set_index("model")
     assert summary.loc["ens", "mIoU"] == pytest.approx(round(float(np.nanmean(iou)) * 100, 2), abs=1e-9)
     assert np.isnan(summary.loc["ens", "mIoU_best"]) and np.isnan(summary.loc["ens", "pl_precision"])
+
+
+class TwoHeads(nn.Module):
+    """A 'model' with both heads: image i of the split (every pixel of its input = 10·(i+1), mean 0) gets the fixed
+    logits aux[i] and main[i]; it also checks that it is fed at the configured input size."""
+
+    def __init__(self, aux, main, input_size):
+        super().__init__()
+        self.register_buffer("aux", torch.as_tensor(aux, dtype=torch.float32))
+        self.register_buffer("main", torch.as_tensor(main, dtype=torch.float32))
+        self.input_size = tuple(input_size)
+
+    def forward(self, x):
+        assert tuple(x.shape[-2:]) == self.input_size
+        i = (x.mean(dim=(1, 2, 3)) / 10).round().long() - 1
+        return self.aux[i].clone(), self.main[i].clone()
+
+
+def confusion(labels, preds):
+    conf = np.zeros((C, C), np.int64)
+    for label, pred in zip(labels, preds):
+        keep = label != 255
+        np.add.at(conf, (label[keep], pred[keep]), 1)
+    return conf
+
+
+def test_evaluate_model_by_hand(tmp_path):
+    """Three images (two batches) with labels of their own sizes (7x9, 5x11, 7x9), fed at 6x10, logits of 3x5: the
+    main head's logits upsampled (bilinear, align_corners=True) to each LABEL's size, argmax, 255 left out; the
+    confusion matrix and the IoUs computed here with NumPy."""
+    rng = np.random.default_rng(3)
+    sizes = [(7, 9), (5, 11), (7, 9)]
+    main, aux = rng.normal(size=(3, C, 3, 5)), rng.normal(size=(3, C, 3, 5))
+    labels = [rng.integers(0, C, size=s) for s in sizes]
+    labels[0][:2, :4] = 255
+    labels[1][:, 0] = 255
+    (tmp_path / "train/images").mkdir(parents=True)
+    (tmp_path / "train/labels").mkdir(parents=True)
+    for i, (label, s) in enumerate(zip(labels, sizes)):
+        cv2.imwrite(str(tmp_path / f"train/images/{i}.png"), np.full((*s, 3), 10 * (i + 1), np.uint8))
+        cv2.imwrite(str(tmp_path / f"train/labels/{i}.png"), label.astype(np.uint8))
+    samples = list_samples("trainids", tmp_path, "train")
+    kw = dict(layout="trainids", size=(6, 10), mean_bgr=[0, 0, 0], num_classes=C, batch_size=2)
+    conf = evaluate_model(TwoHeads(aux, main, (6, 10)), samples, **kw)
+
+    expected = confusion(labels, [bilinear_aligned(m, lab.shape).argmax(0) for m, lab in zip(main, labels)])
+    np.testing.assert_array_equal(conf, expected)
+    assert conf.sum() == sum(int((lab != 255).sum()) for lab in labels)  # the 255 pixels are left out
+    tp = np.diag(expected).astype(float)
+    iou = tp / (expected.sum(0) + expected.sum(1) - tp)
+    table = iou_table(conf)
+    np.testing.assert_allclose(table["iou"][:C], np.round(iou * 100, 2))
+    assert table.loc[table["class_name"] == "mIoU", "iou"].item() == pytest.approx(round(iou.mean() * 100, 2))
+
+    # what the other choices would count instead: the aux head, the other corner convention, upsampling to the input
+    # size and then to the label's (nearest)
+    def upsampled(logits, size, aligned=True):
+        x = torch.tensor(logits)[None]
+        return nn.functional.interpolate(x, size=size, mode="bilinear", align_corners=aligned)[0]
+
+    others = {
+        "aux": [bilinear_aligned(a, lab.shape).argmax(0) for a, lab in zip(aux, labels)],
+        "unaligned": [upsampled(m, lab.shape, False).argmax(0).numpy() for m, lab in zip(main, labels)],
+        "input size": [
+            cv2.resize(upsampled(m, (6, 10)).argmax(0).numpy().astype(np.uint8), lab.shape[::-1], cv2.INTER_NEAREST)
+            for m, lab in zip(main, labels)
+        ],
+    }
+    for name, preds in others.items():
+        assert (confusion(labels, preds) != expected).any(), name

@@ -2,7 +2,9 @@
 
 import pandas as pd
 
-from esl.h5io import provenance, read_csv, remove_stale_temporaries, write_csv
+from esl.io.files import remove_stale_temporaries
+from esl.io.provenance import provenance
+from esl.io.tables import read_csv, write_csv
 
 
 def test_a_write_removes_the_stale_temporaries_of_its_own_output_only(tmp_path):
@@ -33,7 +35,7 @@ def test_a_truncated_artifact_is_one_line_with_the_remedy(tmp_path):
     import numpy as np
     import pytest
 
-    from esl.entropy import entropy_maps_h5
+    from esl.stages.entropy import entropy_maps_h5
 
     folder = tmp_path / "results/x/infer"
     folder.mkdir(parents=True)
@@ -58,8 +60,8 @@ def test_a_pseudo_label_file_without_labels_is_named(tmp_path):
     import pytest
     from helpers import domain_params, write_split
 
-    from esl import datasets
-    from esl.data import SegmentationSet
+    from esl.io.layouts import read_index
+    from esl.io.torchdata import SegmentationSet
 
     index = write_split(tmp_path / "t", 2, seed=0)
     path = tmp_path / "results/x/pseudo_labels/esl_r1.h5"
@@ -68,4 +70,4 @@ def test_a_pseudo_label_file_without_labels_is_named(tmp_path):
         f.create_dataset("names", data=["000", "001"])
     p = domain_params()
     with pytest.raises(ValueError, match=r"esl_r1\.h5: no 'label' dataset; delete it .*rule pseudo_labels"):
-        SegmentationSet(datasets.read_index(index), p["layout"], p["size"], p["mean_bgr"], p["num_classes"], str(path))
+        SegmentationSet(read_index(index), p["layout"], p["size"], p["mean_bgr"], p["num_classes"], str(path))

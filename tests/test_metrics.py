@@ -5,8 +5,9 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import DEVICES
 
-from esl.metrics import confusion_matrix, iou_from_confusion, mean_iou
+from esl.ops.metrics import confusion_matrix, iou_from_confusion, mean_iou
 
 
 def brute_confusion(label, pred, c, ignore=255):
@@ -46,9 +47,6 @@ def test_random_vs_brute_force(seed):
     np.testing.assert_array_equal(tconf, expected)
     np.testing.assert_array_equal(confusion_matrix(torch.from_numpy(label), pred, c), expected)  # mixed inputs
     np.testing.assert_allclose(iou_from_confusion(conf), brute_iou(expected.tolist()), equal_nan=True)
-
-
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
 @pytest.mark.parametrize("device", DEVICES)

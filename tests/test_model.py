@@ -3,16 +3,14 @@
 import pytest
 import torch
 
-from esl.model import (
-    RESNET101,
-    build_model,
+from esl.models.checkpoints import (
     initial_model,
     load_checkpoint,
     load_imagenet_init,
     load_state_dict_strict,
-    output_size,
     save_checkpoint,
 )
+from esl.models.deeplabv2 import RESNET101, build_model, output_size
 
 TINY = dict(layers=(1, 1, 1, 1), width=8)
 

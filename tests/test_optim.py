@@ -8,10 +8,10 @@ import pytest
 import torch
 from torch.utils.data import Dataset
 
-from esl.model import build_model
-from esl.optim import ReferenceSGD, advent_backbone_entries, count_entries
-from esl.resume import Preempted, ResumeFile
-from esl.train import TrainConfig, make_optimizer, train
+from esl.models.deeplabv2 import build_model
+from esl.ops.optim import ReferenceSGD, advent_backbone_entries, count_entries, make_optimizer
+from esl.runtime.resume import Preempted, ResumeFile
+from esl.stages.train_loop import TrainConfig, train
 
 LR, MOMENTUM, WD, STEPS = 0.01, 0.9, 0.05, 5
 
@@ -141,7 +141,7 @@ def test_reference_leaves_grads_alone_and_skips_missing_ones():
 
 
 def test_unknown_param_groups_is_an_error_naming_the_choices():
-    with pytest.raises(ValueError, match=r"param_groups: 'twice' is not one of unique, reference"):
+    with pytest.raises(ValueError, match=r"config train.param_groups: 'twice' is not one of unique, reference"):
         make_optimizer(small_model(), config("twice"))
     assert type(make_optimizer(small_model(), config("unique"))) is torch.optim.SGD
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 import yaml
 
-from esl.h5io import read_csv
+from esl.io.tables import read_csv
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_pretrained import advent_state_dict  # noqa: E402
@@ -219,5 +219,5 @@ def test_bad_dataset_roots_fail_in_the_index_rule_with_one_line(tmp_path):
     }
     for split, message in expected.items():
         last = (logs / f"index_{split}.log").read_text().strip().splitlines()[-1]  # the error, on one line
-        assert last.startswith("esl.datasets.DatasetError: ") and message in last, (split, last)
+        assert last.startswith("esl.io.layouts.DatasetError: ") and message in last, (split, last)
     assert not list((tmp_path / res).glob("*.csv"))

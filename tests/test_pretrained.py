@@ -6,8 +6,8 @@ import collections
 import pytest
 import torch
 
-from esl.model import build_model, save_checkpoint
-from esl.pretrained import load_pretrained
+from esl.models.checkpoints import load_pretrained, save_checkpoint
+from esl.models.deeplabv2 import build_model
 
 torch.set_num_threads(1)
 KWARGS = {"layers": [1, 2, 1, 1], "width": 4, "init": None}

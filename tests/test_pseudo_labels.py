@@ -7,18 +7,12 @@ import numpy as np
 import pytest
 import yaml
 
-from esl.classes import CLASS_NAMES
-from esl.h5io import STRING, read_csv, read_names, read_provenance
-from esl.pseudo_labels import (
-    METHODS,
-    QUALITY_COLUMNS,
-    THRESHOLD_COLUMNS,
-    apply_thresholds,
-    compute_thresholds,
-    method_params,
-    pseudo_labels_h5,
-)
-from esl.thresholds import StreamingRank
+from esl.io.h5 import STRING, read_names
+from esl.io.provenance import read_provenance
+from esl.io.tables import read_csv
+from esl.ops.ranks import StreamingRank
+from esl.ops.thresholds import METHODS, apply_thresholds, method_params
+from esl.stages.pseudo_labels import QUALITY_COLUMNS, THRESHOLD_COLUMNS, compute_thresholds, pseudo_labels_h5
 
 C = 5
 
@@ -239,7 +233,7 @@ def test_h5_to_h5_vs_brute_force(tmp_path, method):
     tdf = read_csv(t_csv)
     assert list(tdf.columns) == THRESHOLD_COLUMNS
     np.testing.assert_array_equal(tdf["class_id"], np.arange(C))
-    assert list(tdf["class_name"]) == list(CLASS_NAMES[:C])
+    assert list(tdf["class_name"]) == [f"class{i}" for i in range(C)]  # no known label space has 5 classes
     np.testing.assert_array_equal(tdf["n_pixels"], np.bincount(label.ravel(), minlength=C))
     np.testing.assert_array_equal(tdf["n_kept"], np.bincount(want[want != 255], minlength=C))
     np.testing.assert_array_equal(tdf["threshold"].to_numpy().astype(np.float32), t)
@@ -344,3 +338,134 @@ def test_schema_and_library_defaults_agree():
         for key, value in section.get(name, {}).get("default", {}).items():
             assert value == method.defaults[key], (name, key)
     assert section["esl"]["default"] == {"floor": 0.1} and section["mpsl"]["default"] == {"cap": 0.9}
+
+
+# ---------------------------------------------------------------- first pass, quality, the stage's Params and run
+
+
+def test_first_pass_round_trip_and_class_count(tmp_path):
+    """`FirstPass` writes `pass1_{map}` (int64 (C, 65536), gzip, one chunk per class) and reads it back ready for
+    pass 2; one for another class count is not used (None), a malformed one is refused naming the dataset."""
+    from esl.ops.histograms import FirstPass
+
+    rng = np.random.default_rng(8)
+    label, entropy, max_prob = synthetic(rng, n=3)
+    first = FirstPass(C)
+    first.add(label, entropy=entropy, max_prob=max_prob)
+    path = tmp_path / "e.h5"
+    write_entropy(path, label, entropy, max_prob, ["a", "b", "c"])
+    with h5py.File(path, "a") as f:
+        first.write(f)
+    with h5py.File(path, "r") as f:
+        for key in ("entropy", "max_prob"):
+            d = f[f"pass1_{key}"]
+            assert d.dtype == np.int64 and d.shape == (C, 65536) and d.chunks == (1, 65536)
+            assert d.compression == "gzip"
+        back = FirstPass.read(f, path, C)
+        assert back.stored and FirstPass.read(f, path, C + 1) is None
+    for key, values in (("entropy", entropy), ("max_prob", max_prob)):
+        np.testing.assert_array_equal(back.counts(key), np.bincount(label.ravel(), minlength=C))
+        rank = back.rank(key)
+        rank.plan([0] * (C - 1) + [-1])
+        rank.add_second(values, label)
+        want = [values[label == c].min() for c in range(C - 1)]
+        np.testing.assert_array_equal(rank.result()[:-1], want)
+    with h5py.File(path, "a") as f:
+        del f["pass1_max_prob"]
+        f["pass1_max_prob"] = np.zeros((C, 7), np.int64)
+    with h5py.File(path, "r") as f, pytest.raises(ValueError, match="e.h5: pass1_max_prob"):
+        FirstPass.read(f, path, C)
+    # a file whose stored histograms count other classes is ranked by counting here: the same thresholds
+    t_counted, _ = compute_thresholds(path, "esl", {}, C + 1)
+    write_entropy(tmp_path / "plain.h5", label, entropy, max_prob, ["a", "b", "c"])
+    np.testing.assert_array_equal(t_counted, compute_thresholds(tmp_path / "plain.h5", "esl", {}, C + 1)[0])
+
+
+def test_quality_accumulator_and_ground_truth_checks():
+    from esl.stages.pseudo_labels import Quality, check_ground_truth
+
+    q = Quality(3)
+    assert q.table()[["n_kept", "precision"]].isna().all().all()  # nothing added: NaN metrics
+    pseudo = np.uint8([[0, 0, 1, 255], [2, 255, 1, 1]])
+    gt = np.uint8([[0, 1, 1, 255], [2, 2, 255, 0]])
+    q.add(pseudo, check_ground_truth(gt, "x", (2, 4), 3))
+    t = q.table().set_index("class_id")
+    assert list(t["n_kept"]) == [2, 2, 1, 5] and list(t["n_correct"]) == [1, 1, 1, 3]  # over GT != 255 only
+    assert list(t["n_gt"]) == [2, 2, 2, 6] and t.loc[-1, "coverage"] == 5 / 6 and t.loc[0, "precision"] == 0.5
+    assert t.loc[1, "coverage"] == 0.5 and t.loc[-1, "precision"] == 3 / 5
+    for bad, match in (
+        (gt.astype(np.float32), "integer ids"),
+        (gt[:, :3], "shape"),
+        (np.where(gt == 2, 3, gt).astype(np.uint8), "outside"),
+    ):
+        with pytest.raises(ValueError, match=f"x: ground truth .*{match}"):
+            check_ground_truth(bad, "x", (2, 4), 3)
+
+
+def test_params_from_rule_are_checked_once():
+    from esl.stages.pseudo_labels import Params
+
+    rule = {"method": "esl", "params": {"floor": 0.2}, "layout": "trainids", "num_classes": 19}
+    assert Params.from_rule(rule).as_dict() == rule
+    for change, key in (
+        ({"method": "nope"}, "pseudo_labels.methods"),
+        ({"params": {"cap": 0.5}}, "pseudo_labels.esl"),
+        ({"layout": "nope"}, "data.target.layout"),
+        ({"layout": "synthia", "num_classes": 19 + 1}, "data.num_classes"),
+    ):
+        with pytest.raises(ValueError, match=key):
+            Params.from_rule({**rule, **change})
+
+
+def test_run_reads_ground_truth_from_the_index(tmp_path):
+    """`run` = the rule: ground truth from the index's labels (a diagnostic), provenance of the rule's params and
+    inputs, and the same files as `pseudo_labels_h5`."""
+    import cv2
+
+    from esl.io.layouts import Sample, write_index
+    from esl.stages.pseudo_labels import Params, run
+
+    rng = np.random.default_rng(9)
+    label, entropy, max_prob = synthetic(rng, n=3)
+    names = ["a", "b", "c"]
+    ent_h5 = tmp_path / "e.h5"
+    write_entropy(ent_h5, label, entropy, max_prob, names)
+    gt = np.where(rng.random(label.shape) < 0.7, label, 255).astype(np.uint8)
+    samples = []
+    for i, name in enumerate(names):
+        path = tmp_path / f"{name}_gt.png"
+        cv2.imwrite(str(path), gt[i])
+        samples.append(Sample(name, "unused.png", str(path) if name != "c" else None))
+    index = tmp_path / "index.csv"
+    write_index(samples, index, {})
+    rule = {"method": "mpsl", "params": {"cap": 0.6}, "layout": "trainids", "num_classes": C}
+    inputs = {"entropy": str(ent_h5), "index": str(index)}
+    outputs = {k: str(tmp_path / "run" / f"p{k}") for k in ("h5", "thresholds", "quality")}
+    log = tmp_path / "log.txt"
+    with open(log, "w") as f:
+        res = run(Params.from_rule(rule), inputs, outputs, log=f)
+    assert "method mpsl, 2 ground-truth maps, quality on" in log.read_text()
+    assert "pseudo_labels pass 3/3 done" in log.read_text()
+    prov = read_provenance(outputs["h5"])
+    assert prov["config"] == rule and list(prov["inputs"]) == [str(ent_h5), str(index)]
+    want = pseudo_labels_h5(
+        ent_h5,
+        tmp_path / "ref.h5",
+        method="mpsl",
+        params={"cap": 0.6},
+        prov={},
+        gt_labels={"a": gt[0], "b": gt[1]}.get,
+        quality_csv=tmp_path / "ref_q.csv",
+        thresholds_csv=tmp_path / "ref_t.csv",
+        num_classes=C,
+    )
+    np.testing.assert_array_equal(res["thresholds"], want["thresholds"])
+    for got, ref in ((outputs["quality"], "ref_q.csv"), (outputs["thresholds"], "ref_t.csv")):
+        assert read_csv(got).equals(read_csv(tmp_path / ref))
+    with h5py.File(outputs["h5"], "r") as f, h5py.File(tmp_path / "ref.h5", "r") as r:
+        np.testing.assert_array_equal(f["label"][()], r["label"][()])
+    without = {"entropy": str(ent_h5)}  # no index: no quality
+    outputs = {k: str(tmp_path / "run2" / f"p{k}") for k in ("h5", "thresholds", "quality")}
+    with open(os.devnull, "w") as f:
+        run(Params.from_rule(rule), without, outputs, log=f)
+    assert read_csv(outputs["quality"])["precision"].isna().all()

@@ -8,8 +8,8 @@ import pytest
 import torch
 from helpers import cli, train_spec, write_spec
 
-from esl.resume import EXIT_PREEMPTED, ResumeError, ResumeFile, StopSignals, rng_state, set_rng_state
-from esl.train_cli import launch, resume_params, run
+from esl.runtime.resume import EXIT_PREEMPTED, ResumeError, ResumeFile, StopSignals, rng_state, set_rng_state
+from esl.stages.train import launch, run
 
 ITERS, EVERY = 24, 5
 
@@ -95,6 +95,63 @@ def test_killed_and_resumed_runs_equal_an_uninterrupted_run(tmp_path):
     assert not state_path.exists() and not state_path.parent.exists()  # deleted once model.pt is written
 
 
+class SignalAfter(io.StringIO):
+    """A job log that sends this process SIGUSR1 right after the first line starting with `prefix` is written."""
+
+    def __init__(self, prefix: str):
+        super().__init__()
+        self.prefix, self.sent = prefix, False
+
+    def write(self, text):
+        n = super().write(text)
+        if not self.sent and text.startswith(self.prefix):
+            self.sent = True
+            signal.raise_signal(signal.SIGUSR1)
+        return n
+
+
+@pytest.mark.parametrize("inherited", ["default", "ignored"])
+def test_a_signal_after_the_last_iteration_neither_stops_nor_costs_a_retraining(tmp_path, inherited):
+    """SIGUSR1 once the last iteration is done: the job still writes its outputs and returns 0. If this process did
+    not inherit SIGUSR1 ignored, its parent may have died of it (Slurm signals the whole job step) and the job may
+    count as failed: the finished state (staged model and snapshots) is kept, and the next start, after Snakemake
+    deleted the outputs, writes them from it without training, bit-identical. Inherited ignored (the workflow's
+    Snakemake ignores it inside Slurm jobs): nothing is kept."""
+    extra = {"iters": 6, "snapshot_every": 2, "save_every": 4, "log_interval": 0}
+    ref_log = run_here(train_spec(tmp_path, "pretrain", "ref", **extra))
+    spec = train_spec(tmp_path, "pretrain", "run", **extra)
+    resume = tmp_path / "run/resume"
+    log = SignalAfter("train 6/6")
+    threads, before = torch.get_num_threads(), signal.getsignal(signal.SIGUSR1)
+    try:
+        if inherited == "ignored":
+            signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+        assert run(spec, log=log) == 0, log.getvalue()
+        assert signal.getsignal(signal.SIGUSR1) == (signal.SIG_IGN if inherited == "ignored" else before)
+    finally:
+        signal.signal(signal.SIGUSR1, before)
+        torch.set_num_threads(threads)
+    first = log.getvalue()
+    assert log.sent and (tmp_path / "run/model.pt").is_file(), first
+    assert f"wrote {spec.output} and 2 snapshots" in first
+    if inherited == "ignored":
+        assert "SIGUSR1 after the last iteration: ignored" in first
+        assert not resume.exists()
+        return
+    assert "SIGUSR1 after the last iteration: the outputs are complete, but the job may count as failed" in first
+    assert torch.load(resume / "state.pt", weights_only=True)["finished"]
+    for output in [tmp_path / "run/model.pt", *(tmp_path / "run/snapshots").iterdir()]:
+        output.unlink()  # what Snakemake does with the outputs of a failed job
+    again = run_here(spec)
+    assert f"finished state found: {resume / 'state.pt'} (training ended after iteration 6/6)" in again
+    assert not [line for line in again.splitlines() if line.startswith("train ")], again
+    assert final_losses(again) == final_losses(first) == final_losses(ref_log)
+    for rel in ["model.pt", "snapshots/iter_000002.pt", "snapshots/iter_000004.pt"]:
+        a, b = weights(tmp_path / "ref" / rel), weights(tmp_path / "run" / rel)
+        assert list(a) == list(b) and all(torch.equal(a[k], b[k]) for k in a), rel
+    assert not resume.exists()
+
+
 def test_a_damaged_state_is_refused_and_kept(tmp_path):
     spec = train_spec(tmp_path, iters=3)
     state = tmp_path / "run/resume/state.pt"
@@ -110,17 +167,17 @@ def test_a_damaged_state_is_refused_and_kept(tmp_path):
 
 def test_a_state_made_with_other_parameters_is_refused(tmp_path):
     old = train_spec(tmp_path, iters=3, lr=0.02)
-    ResumeFile(old["resume"], resume_params(old), 5).save({"iteration": 1})
+    ResumeFile(old.resume, old.resume_params(), 5).save({"iteration": 1})
     spec = train_spec(tmp_path, iters=3, lr=0.01)
     with pytest.raises(ResumeError) as e:
         launch(spec)
     msg = str(e.value)
-    assert old["resume"] in msg and "params.train.lr: 0.02 -> 0.01" in msg and "delete it to start over" in msg
+    assert old.resume in msg and "params.train.lr: 0.02 -> 0.01" in msg and "delete it to start over" in msg
     # How often states are saved (and the loader's worker count) may change between attempts; the inputs may not.
-    assert resume_params(train_spec(tmp_path, save_every=3)) == resume_params(train_spec(tmp_path, save_every=9))
+    assert train_spec(tmp_path, save_every=3).resume_params() == train_spec(tmp_path, save_every=9).resume_params()
     other_inputs = train_spec(tmp_path)
-    other_inputs["provenance"]["inputs"]["x.csv"] = {"size": 1}
-    assert resume_params(other_inputs) != resume_params(train_spec(tmp_path))
+    other_inputs.provenance["inputs"]["x.csv"] = {"size": 1}
+    assert other_inputs.resume_params() != train_spec(tmp_path).resume_params()
 
 
 def test_rng_states_round_trip_through_a_safe_load(tmp_path):

@@ -10,6 +10,7 @@ import re
 import shlex
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -17,9 +18,10 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, SNAKEMAKE, TINY, planned_jobs, write_config
+from conftest import REPO, SNAKEMAKE, TINY, TINY_CORES, planned_jobs, write_config
 
-from esl.h5io import read_csv, read_provenance
+from esl.io.provenance import read_provenance
+from esl.io.tables import read_csv
 
 SLURM_RUN_TIMEOUT = 1500  # seconds; the run takes a few minutes on 2 cores
 GPU_RULES = {"pretrain", "infer", "selftrain", "evaluate", "evaluate_snapshots", "evaluate_ensemble"}
@@ -159,6 +161,127 @@ def test_artifacts_equal_the_local_run(slurm_run, tiny_run):
     workdir, _, _, _ = slurm_run
     differences = compare_results(tiny_run / "results/tiny", workdir / "results/tiny")
     assert not differences, "Slurm and local runs differ:\n" + "\n".join(differences[:20])
+
+
+# ----------------------------------------------------------------------------------------------------- preemption
+
+# Pretraining long enough to be signalled mid-run (tens of iterations: a few seconds on 2 cores), with periodic
+# states and two snapshots. Run to its model only.
+PREEMPT = {**TINY, "pretrain": {**TINY["pretrain"], "iters": 30, "save_every": 10, "snapshot_every": 10}}
+ITERS = PREEMPT["pretrain"]["iters"]
+PRETRAIN, PRETRAIN_LOG = "results/tiny/pretrain/model.pt", "results/tiny/logs/pretrain.log"
+PRETRAIN_OUTPUTS = [
+    PRETRAIN,
+    "results/tiny/pretrain/snapshots/iter_000010.pt",
+    "results/tiny/pretrain/snapshots/iter_000020.pt",
+]
+PREEMPT_RUN_TIMEOUT = 900  # seconds; one or two pretraining attempts after the data job
+
+
+@pytest.fixture(scope="module")
+def preempt_reference(tmp_path_factory):
+    """PREEMPT's pretraining run locally, uninterrupted (the same threads as in its Slurm job)."""
+    workdir = tmp_path_factory.mktemp("preempt-local")
+    write_config(workdir, PREEMPT)
+    cmd = [*SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--configfile", "config.yaml", "--cores", str(TINY_CORES)]
+    proc = subprocess.run([*cmd, PRETRAIN], cwd=workdir, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return workdir
+
+
+def signalled_slurm_run(base: Path, moment: str):
+    """PREEMPT's pretraining through `snakemake --profile slurm --retries 1`; its first attempt gets
+    `scancel --signal=USR1` (every process of the job's steps, as Slurm's `--signal=USR1@secs` without `B:`) as soon as
+    its log has a line starting with `moment`. Returns (workdir, the first attempt's log, the pretrain jobs' Slurm
+    ids in submission order)."""
+    require_slurm()
+    workdir = base / "work"
+    workdir.mkdir()
+    write_config(workdir, PREEMPT)
+    (workdir / "slurm").symlink_to(REPO / "slurm")
+    cmd = [*SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--configfile", "config.yaml", "--profile", "slurm"]
+    cmd += ["--slurm-init-seconds-before-status-checks", "2", "--retries", "1", "--verbose", PRETRAIN]
+    out, log = workdir / "snakemake.out", workdir / PRETRAIN_LOG
+    first, frozen, scancel = "", False, None
+    with open(out, "w") as f:
+        proc = subprocess.Popen(cmd, cwd=workdir, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + PREEMPT_RUN_TIMEOUT
+        while proc.poll() is None:
+            if time.monotonic() > deadline:
+                pytest.fail(f"snakemake --profile slurm did not finish in {PREEMPT_RUN_TIMEOUT} s; see {out}")
+            text = log.read_text() if log.exists() else ""
+            if not frozen:  # the first attempt's log, until the retry (if any) rewrites the file
+                frozen = not text.startswith(first)
+                first = first if frozen else text
+            if scancel is None and any(line.startswith(moment) for line in text.splitlines()):
+                jobid = running_pretrain_job(workdir)
+                steps = squeue("-s", "-j", jobid, "-o", "%i").split()  # the job's srun step: Snakemake, training
+                scancel = subprocess.run(["scancel", "--signal=USR1", jobid], capture_output=True, text=True)
+            time.sleep(0.02)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    output = out.read_text()
+    assert proc.returncode == 0, f"snakemake --profile slurm failed (full output: {out}):\n{output[-5000:]}"
+    assert scancel is not None, f"the log never had a line starting with {moment!r}:\n{first}"
+    assert scancel.returncode == 0, f"scancel: {scancel.stderr}"
+    assert f"{jobid}.0" in steps, f"job {jobid} had no running step left to signal: {steps}"  # signalled too late
+    jobids = [
+        i
+        for i, p in re.findall(r"has been submitted with SLURM jobid (\d+) \(log: (\S+)\)", output)
+        if "/rule_pretrain/" in p
+    ]
+    return workdir, first, jobids
+
+
+def running_pretrain_job(workdir: Path) -> str:
+    """The Slurm id of this workdir's running pretrain job (the queue may hold other runs' jobs)."""
+    ids = [
+        i
+        for i, comment, cwd in (line.split("|", 2) for line in squeue("-t", "R", "-o", "%i|%k|%Z").splitlines())
+        if comment.startswith("rule_pretrain") and Path(cwd).resolve() == workdir.resolve()
+    ]
+    assert len(ids) == 1, ids
+    return ids[0]
+
+
+def squeue(*args: str) -> str:
+    return subprocess.run(["squeue", "-h", *args], capture_output=True, text=True, check=True).stdout
+
+
+def assert_same_pretraining(reference: Path, workdir: Path) -> None:
+    for rel in PRETRAIN_OUTPUTS:
+        differences = compare_checkpoints(reference / rel, workdir / rel)
+        assert not differences, f"{rel}: " + "; ".join(differences[:5])
+    assert not (workdir / "results/tiny/resume").exists()  # the resumable state is gone after success
+
+
+@pytest.mark.slurm
+def test_a_job_signalled_during_training_resumes_on_its_retry(tmp_path, preempt_reference):
+    """USR1 right after the first iteration: the training saves its state and exits 75, the job fails, Snakemake's
+    retry resumes; the model and snapshots are bit-identical to the local uninterrupted run's."""
+    workdir, first, jobids = signalled_slurm_run(tmp_path, "train 1/")
+    stopped = re.search(rf"SIGUSR1: training stopped on request after iteration (\d+)/{ITERS}", first)
+    assert stopped, f"the first attempt was not stopped mid-run:\n{first}"
+    assert len(jobids) == 2, jobids
+    final = (workdir / PRETRAIN_LOG).read_text()
+    assert f"resuming from results/tiny/resume/pretrain/state.pt after iteration {stopped[1]}/{ITERS}" in final, final
+    assert_same_pretraining(preempt_reference, workdir)
+
+
+@pytest.mark.slurm
+def test_a_job_signalled_after_training_succeeds_without_retraining(tmp_path, preempt_reference):
+    """USR1 right after the last iteration (the outputs being written, or the training process or the job's Snakemake
+    exiting): it stops, kills and fails nothing; the one attempt succeeds, bit-identical to the local run. (Before,
+    the job's Snakemake died of it, the job failed, its model was deleted and the retry trained again.)"""
+    workdir, first, jobids = signalled_slurm_run(tmp_path, "train done:")
+    final = (workdir / PRETRAIN_LOG).read_text()
+    assert len(jobids) == 1, f"{len(jobids)} pretrain jobs; the last attempt's log:\n{final}"
+    assert final == first and final.count(f"train done: {ITERS} it") == 1 and "resuming" not in final, final
+    assert f"wrote {PRETRAIN} and 2 snapshots" in final, final
+    assert_same_pretraining(preempt_reference, workdir)
 
 
 # ------------------------------------------------------------------------------------------------------ comparing

@@ -14,8 +14,9 @@ from helpers import cli, train_spec, write_spec
 from test_resume import finish, run_here, run_until, weights
 from test_workflow import refused
 
-from esl.h5io import read_csv
-from esl.snapshots import choices_row, choose, evaluate_candidates, snapshot_evaluator, snapshot_iterations
+from esl.io.tables import read_csv
+from esl.stages.evaluate import snapshot_evaluator
+from esl.stages.snapshots import choices_row, choose, evaluate_candidates, snapshot_iterations
 
 
 @pytest.mark.parametrize(
@@ -127,9 +128,9 @@ def test_a_snapshot_that_does_not_load_is_named(tmp_path):
     from helpers import domain_params, write_split
 
     index = write_split(tmp_path / "val", 2, seed=0)
-    from esl import datasets
+    from esl.io.layouts import read_index
 
-    samples = datasets.read_index(index)
+    samples = read_index(index)
     bad = tmp_path / "iter_000050.pt"
     bad.write_bytes(b"not a checkpoint")
     evaluate = snapshot_evaluator(samples, samples, target=domain_params(), batch_size=2, device="cpu")
@@ -230,7 +231,7 @@ def test_unknown_selection_is_refused_with_the_key_named(tmp_path):
 def test_published_snapshots_and_chosen_copies_share_no_inode_with_later_files(tmp_path):
     """Snakemake touches a job's outputs when it ends: an output hard-linked to an input (or to another output)
     would make that file look newer than what was made from it, and re-run the whole downstream every time."""
-    from esl.snapshots import copy_checkpoint, discard_staged, publish
+    from esl.stages.snapshots import copy_checkpoint, discard_staged, publish
 
     staged, dest = tmp_path / "resume/snapshots", tmp_path / "out/snapshots"
     staged.mkdir(parents=True)
@@ -252,11 +253,11 @@ def test_the_data_digest_follows_the_split(tmp_path):
     """The per-snapshot cache is keyed on the evaluated data too (another split, root or file: evaluate again)."""
     from helpers import write_split
 
-    from esl import datasets
-    from esl.snapshots import samples_digest
+    from esl.io.layouts import read_index
+    from esl.stages.snapshots import samples_digest
 
     index = write_split(tmp_path / "a", 3, seed=0)
-    samples = datasets.read_index(index)
+    samples = read_index(index)
     first = samples_digest(samples)
     assert samples_digest(samples) == first and samples_digest(samples[:2]) != first
     with open(samples[0].label, "ab") as f:

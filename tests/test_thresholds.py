@@ -1,15 +1,12 @@
+import tracemalloc
+
 import numpy as np
 import pytest
 import torch
+from conftest import DEVICES
 
-from esl.thresholds import (
-    BUCKETS,
-    StreamingRank,
-    ascending_ranks,
-    class_thresholds,
-    class_thresholds_sorted,
-    rank_index,
-)
+from esl.ops.ranks import BUCKETS, StreamingRank, rank_index
+from esl.ops.thresholds import ascending_ranks, class_thresholds, class_thresholds_sorted
 
 
 def chunked(values, classes, n_chunks):
@@ -174,15 +171,68 @@ def test_invalid_classes_and_misuse():
         sr.result()  # pass 2 saw fewer values than pass 1
 
 
-def test_memory_independent_of_data_size():
-    shapes = []
-    for n in (10, 100_000):
-        sr = StreamingRank(19)
+def streamed(n, chunk=10_000, num_classes=3):
+    """A pass factory generating `n` random values in chunks of `chunk`, the same ones on every pass, never all
+    held at once (uint8 class ids, as entropy files store them)."""
+
+    def passes():
         rng = np.random.default_rng(n)
-        sr.add(rng.random(n, dtype=np.float32), rng.integers(0, 19, size=n))
-        sr.plan(np.zeros(19, np.int64) - 1)
-        shapes.append((sr.hist_hi.shape, sr.hist_lo.shape, sr.hist_hi.nbytes + sr.hist_lo.nbytes))
-    assert shapes[0] == shapes[1] == ((19, BUCKETS), (19, BUCKETS), 2 * 19 * BUCKETS * 8)
+        for start in range(0, n, chunk):
+            k = min(chunk, n - start)
+            yield rng.random(k, dtype=np.float32), rng.integers(0, num_classes, size=k).astype(np.uint8)
+
+    return passes
+
+
+def peak_bytes(fn):
+    """Peak bytes traced by tracemalloc (NumPy registers its buffers with it) while `fn()` runs."""
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        fn()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_memory_independent_of_data_size():
+    """The streaming NumPy path's peak memory: the (C, 65536) int64 histograms and per-chunk temporaries, whatever
+    the number of values. Measured (3 classes, chunks of 1e4): about 4.25 MB for 1e4 values and for 1e6 values alike
+    (difference under 1 kB). Holding the 1e6 values (float32 + uint8 ids: 5 MB) would break the bound of 512 KiB."""
+    peak_bytes(lambda: class_thresholds(streamed(10_000), 3))  # one-time allocations (imports, caches) out of the way
+    small = peak_bytes(lambda: class_thresholds(streamed(10_000), 3))
+    large = peak_bytes(lambda: class_thresholds(streamed(1_000_000), 3))
+    histograms = 2 * 3 * BUCKETS * 8
+    assert histograms <= small < 2 * histograms  # tracemalloc sees the histograms (3.1 MB) and little else
+    assert large < small + 512 * 1024, (small, large)
+    assert 1_000_000 * (4 + 1) > 8 * 512 * 1024  # the data itself is ten times the allowance
+
+
+def test_class_thresholds_counts_on_the_given_device(monkeypatch):
+    """`device` reaches `StreamingRank`: the torch counting path runs once per chunk and pass (NumPy for None)."""
+    import esl.ops.ranks_torch as ranks_torch
+
+    calls = []
+    for name in ("add", "add_second"):
+        original = getattr(ranks_torch.TorchCounts, name)
+
+        def spy(self, values, classes, _original=original, _name=name):
+            calls.append((_name, str(self.device)))
+            return _original(self, values, classes)
+
+        monkeypatch.setattr(ranks_torch.TorchCounts, name, spy)
+    rng = np.random.default_rng(5)
+    values = rng.random(3000, dtype=np.float32)
+    classes = rng.integers(0, 4, size=values.size)
+    want, _ = class_thresholds_sorted(values, classes, 4, 0.3)
+    for device in [None, "cpu"] + (["cuda"] if torch.cuda.is_available() else []):
+        calls.clear()
+        got, _ = class_thresholds(chunked(values, classes, 5), 4, 0.3, device=device)
+        np.testing.assert_array_equal(got, want)
+        if device is None:
+            assert calls == []
+        else:
+            assert calls == [("add", device)] * 5 + [("add_second", device)] * 5
 
 
 def test_streaming_rank_direct_api():
@@ -196,9 +246,6 @@ def test_streaming_rank_direct_api():
     sr.add_second(values, classes)
     res = sr.result()
     assert res[0] == np.float32(0.5) and np.isnan(res[1]) and res[2] == np.float32(0.125)
-
-
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -1,15 +1,16 @@
 """Tests of the seeded toy domain-pair generator."""
 
 import json
+from dataclasses import replace
 
 import cv2
 import numpy as np
 import pandas as pd
 import pytest
 
-import esl.toy as toy
-from esl.classes import CLASS_NAMES, IGNORE
-from esl.toy import generate_toy
+import esl.toy.generate as toy
+from esl.io.labels import CLASS_NAMES, IGNORE
+from esl.toy import ToyDesign, generate_toy
 
 SMALL = dict(seed=3, height=48, width=96, n_source=3, n_target_train=3, n_target_val=2, shift=1.0)
 VALID = set(range(len(CLASS_NAMES))) | {IGNORE}
@@ -127,12 +128,12 @@ def test_source_does_not_depend_on_shift(tmp_path):
     assert (tmp_path / "a" / rel).read_bytes() != (tmp_path / "b" / rel).read_bytes()
 
 
-def test_fog_thins_towards_the_bottom_and_changes_nothing_else(tmp_path, monkeypatch):
+def test_fog_thins_towards_the_bottom_and_changes_nothing_else(tmp_path):
     generate_toy(tmp_path / "clear", **SMALL)
-    monkeypatch.setattr(toy, "_FOG", 0.85)  # off by default; bench/toy_variants.py's "fog" design
-    generate_toy(tmp_path / "fog", **SMALL)
+    fog = replace(ToyDesign(), fog=0.85)  # off by default; experiments/toy_variants.py's "fog" design
+    generate_toy(tmp_path / "fog", **SMALL, design=fog)
     _, rows = read_manifest(tmp_path / "clear")
-    fog_bgr = np.array(toy._FOG_RGB[::-1], np.float64)
+    fog_bgr = np.array(fog.fog_rgb[::-1], np.float64)
     h = SMALL["height"]
     for r in rows.itertuples():
         clear = cv2.imread(str(tmp_path / "clear" / r.image), cv2.IMREAD_UNCHANGED).astype(np.float64)
@@ -147,13 +148,12 @@ def test_fog_thins_towards_the_bottom_and_changes_nothing_else(tmp_path, monkeyp
         assert np.abs(fogged[-1] - clear[-1]).mean() < 3.0, r.image  # none at the bottom row (blur leaks a little)
 
 
-def test_haze_is_uniform_fog(tmp_path, monkeypatch):
+def test_haze_is_uniform_fog(tmp_path):
     generate_toy(tmp_path / "clear", **SMALL)
-    monkeypatch.setattr(toy, "_FOG", 0.6)  # bench/toy_variants.py's "haze" design: fog that does not thin out
-    monkeypatch.setattr(toy, "_FOG_SLOPE", 0.0)
-    generate_toy(tmp_path / "haze", **SMALL)
+    haze = replace(ToyDesign(), fog=0.6, fog_slope=0.0)  # experiments/toy_variants.py's "haze": fog that does not thin
+    generate_toy(tmp_path / "haze", **SMALL, design=haze)
     _, rows = read_manifest(tmp_path / "clear")
-    fog_bgr = np.array(toy._FOG_RGB[::-1], np.float64)
+    fog_bgr = np.array(haze.fog_rgb[::-1], np.float64)
     h = SMALL["height"]
     for r in rows.itertuples():
         if r.domain == "source":
@@ -216,3 +216,55 @@ def test_bad_arguments_raise(tmp_path, name, value):
         generate_toy(tmp_path / "toy", **{**SMALL, name: value})
     assert "\n" not in str(info.value)
     assert not (tmp_path / "toy" / "manifest.csv").exists()
+
+
+def test_design_from_dict_refuses_unknown_keys_naming_them():
+    with pytest.raises(ValueError, match=r"toy\.design\.fgo\b") as info:
+        ToyDesign.from_dict({"fog": 0.5, "fgo": 0.5})
+    assert "\n" not in str(info.value)
+    with pytest.raises(ValueError, match=r"toy\.design\.target_rgb\.lorry\b"):
+        ToyDesign.from_dict({"target_rgb": {"lorry": [1, 2, 3]}})
+    with pytest.raises(ValueError, match=r"toy\.design\.fog\b"):
+        ToyDesign.from_dict({"fog": 2.0})
+    with pytest.raises(ValueError, match=r"toy\.design\.target_rgb\.car\b"):
+        ToyDesign.from_dict({"target_rgb": {"car": [300, 0, 0]}})
+
+
+def test_design_dict_round_trip_and_partial_mappings():
+    default = ToyDesign()
+    assert ToyDesign.from_dict(None) == ToyDesign.from_dict({}) == default
+    assert ToyDesign.from_dict(default.to_dict()) == default
+    d = ToyDesign.from_dict({"fog": 0.85, "target_rgb": {"car": [150, 50, 170]}, "target_priors": {"cars": 4}})
+    assert d == replace(
+        default,
+        fog=0.85,
+        target_rgb=replace(default.target_rgb, car=(150, 50, 170)),
+        target_priors=replace(default.target_priors, cars=4.0),
+    )
+    assert d.target_rgb[13] == (150, 50, 170) and d.source_rgb == default.source_rgb
+    assert json.loads(json.dumps(d.to_dict())) == d.to_dict()
+    assert ToyDesign.from_dict(d.to_dict()) == d
+
+
+def test_a_non_default_design_changes_the_target_only_and_is_recorded(tmp_path):
+    design = ToyDesign.from_dict({"target_rgb": {"car": [150, 50, 170]}, "noise": 10.0})
+    generate_toy(tmp_path / "default", **SMALL)
+    generate_toy(tmp_path / "explicit", **SMALL, design=ToyDesign())
+    generate_toy(tmp_path / "a", **SMALL, design=design)
+    generate_toy(tmp_path / "b", **SMALL, design=ToyDesign.from_dict(design.to_dict()))
+    files = all_files(tmp_path / "a")
+    for rel in files:
+        assert (tmp_path / "default" / rel).read_bytes() == (tmp_path / "explicit" / rel).read_bytes(), rel
+        assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes(), rel
+    changed = {rel for rel in files if (tmp_path / "default" / rel).read_bytes() != (tmp_path / "a" / rel).read_bytes()}
+    # the design changes only the target's appearance: the source and every label (same draws) stay as they are
+    target_images = {rel for rel in files if rel.parts[0] == "target" and "images" in rel.parts}
+    assert changed == target_images
+    # the default's provenance is the arguments alone (as before the design existed); a non-default design is recorded
+    assert "design" not in read_manifest(tmp_path / "default")[0]["config"]
+    assert read_manifest(tmp_path / "a")[0]["config"]["design"] == design.to_dict()
+
+
+def test_generate_toy_wants_a_design_value(tmp_path):
+    with pytest.raises(ValueError, match="design"):
+        generate_toy(tmp_path / "toy", **SMALL, design={"fog": 0.5})

@@ -163,7 +163,7 @@ def final_iteration(model):
 
 
 def snapshot_iterations(model):
-    """Iterations with a snapshot: multiples of snapshot_every below iters (esl.snapshots.snapshot_iterations)."""
+    """Iterations with a snapshot: multiples of snapshot_every below iters (esl.stages.snapshots.snapshot_iterations)."""
     every = int(stage_section(model).get("snapshot_every") or 0)
     last = final_iteration(model)
     return list(range(every, last, every)) if every > 0 and last else []
@@ -280,6 +280,28 @@ def split_params(split):
     return dict(
         layout=d["layout"], root=d["root"], split=name, list_file=d.get(f"{split}_list")
     )
+
+
+def dataset_fingerprint(split):
+    """The state of a split's files (esl.io.layouts.fingerprint: paths, sizes and mtimes, no contents read), the index
+    rule's param: a file edited, added or deleted re-indexes the split, and what follows re-runs. Toy data that rule
+    `toy` generates (a root under toy.root) are measured against its manifest, so the hash is the same before they
+    exist (when Snakemake first plans the index) as after, in any folder: the default re-runs nothing.
+    """
+    # src/ first, as in the jobs' PYTHONPATH; esl.io.layouts needs only the standard library
+    src = os.path.join(workflow.basedir, "src")
+    if src not in sys.path:
+        sys.path.insert(0, src)
+    from esl.io.layouts import fingerprint
+
+    d = split_params(split)
+    toy = config.get("toy")
+    manifest = None
+    if toy:
+        top, root = os.path.abspath(toy["root"]), os.path.abspath(d["root"])
+        if os.path.commonpath([top, root]) == top:
+            manifest = toy_manifest()[0]
+    return fingerprint(d["layout"], d["root"], d["split"], d.get("list_file"), manifest)
 
 
 def input_params(domain):

@@ -38,6 +38,7 @@ rule index:
     params:
         dataset=lambda wc: split_params(wc.split),
         num_classes=config["data"]["num_classes"],
+        # the split's files (names, sizes, mtimes): a changed dataset re-indexes it and re-runs what follows
     message:
         "Indexing and validating the {wildcards.split} split"
     script:

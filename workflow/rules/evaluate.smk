@@ -149,31 +149,3 @@ rule summary:
     script:
         "../scripts/summary.py"
 
-
-rule plot_snapshots:
-    input:
-        snapshots=expand(
-            f"{RESULTS}/eval/{{model}}_snapshots.csv",
-            model=[m for m in MODELS if has_snapshots(m)],
-        ),
-    output:
-        report(
-            f"{RESULTS}/plots/snapshots.png",
-            caption="../report/snapshots.rst",
-            category="Model selection",
-        ),
-    log:
-        f"{LOGS}/plot_snapshots.log",
-    conda:
-        ENV
-    threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=10,
-    params:
-        models=[m for m in MODELS if has_snapshots(m)],
-        selection=SELECTION,
-    message:
-        "Plotting target-val mIoU against iteration with the final, best and selected models"
-    script:
-        "../scripts/plot_snapshots.py"

@@ -1,13 +1,10 @@
-"""Target-val mIoU against iteration, one panel per model, with the final, best and selected models marked."""
+"""Rule `plot_snapshots`: target-val mIoU against iteration, one panel per model, with the final, best and selected
+models marked -> plots/snapshots.png (esl.stages.report)."""
 
 import sys
 
 sys.stderr = sys.stdout = open(snakemake.log[0], "w", buffering=1)
 
-from esl.h5io import read_csv
-from esl.plots import plot_snapshots
+from esl.stages.report import Params, run
 
-p = snakemake.params
-tables = {model: read_csv(path) for model, path in zip(p.models, snakemake.input.snapshots)}
-plot_snapshots(tables, snakemake.output[0], selection=p.selection)
-print(f"wrote {snakemake.output[0]} ({len(tables)} models)")
+run(Params.from_rule(snakemake.params), snakemake.input, snakemake.output)
