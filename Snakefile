@@ -28,6 +28,7 @@ include: "workflow/rules/pseudo_labels.smk"
 include: "workflow/rules/selftrain.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/export.smk"  # on request only: not part of `all`
 
 
 rule all:
@@ -37,4 +38,4 @@ rule all:
         # mIoU against iteration per model, when any model keeps snapshots
         [f"{RESULTS}/plots/snapshots.png"] if any(map(has_snapshots, MODELS)) else [],
         # the report's figures (workflow/rules/report.smk)
-        [p for p in plots() if not p.endswith("/training.png")],
+        PLOTS,

@@ -3,14 +3,16 @@
 Stages (figures: images/s or pixels/s, same-run ratios, peak memory):
 
 * inference — reference: batch 1, float32, full softmax upsampled to the input size and copied to the host, argmax /
-  max-prob / entropy in NumPy (the 2020-era code). Ours: `esl.stages.infer.infer_logits` (batches, DataLoader workers decoding
-  PNGs, bf16 + channels_last on CUDA, writer thread) and then `esl.stages.entropy.entropy_maps_h5` on the same device; also the
-  bare forward at the same batch (random tensor already on the device, no data loading, no writing).
+  max-prob / entropy in NumPy (the 2020-era code). Ours: `esl.stages.infer.infer_logits` (batches, DataLoader
+  workers decoding PNGs, bf16 + channels_last on CUDA, writer thread) and then `esl.stages.entropy.entropy_maps_h5` on
+  the same device; also the bare forward at the same batch (random tensor already on the device, no data loading, no
+  writing).
 * thresholds — reference: all values concatenated in float64, per class a NumPy sort and the median index. Ours:
   `esl.ops.ranks.StreamingRank`, two streamed passes over chunks (NumPy; torch.bincount on the GPU), checked exact.
   Peak memory (tracemalloc: NumPy's host allocations) at N and N/4 pixels shows what depends on N.
 * training — reference: a plain batch-1 float32 step (source CE + target CE, SGD), as the reference code.
-  Ours: `esl.stages.train_loop.train` with its defaults, and on CUDA with bf16 autocast + channels_last (+ frozen BatchNorm).
+  Ours: `esl.stages.train_loop.train` with its defaults, and on CUDA with bf16 autocast + channels_last (+ frozen
+  BatchNorm).
 * workflow — wall time of `snakemake -n` (the whole DAG planned in a fresh directory) and, with `--pipeline`, of the
   toy default end to end (`snakemake --cores 2` on config/config.yaml in a temporary directory).
 

@@ -94,6 +94,7 @@ def train_spec(
         provenance=provenance(params, inputs.values()),
         threads=threads,
         device=device,
+        metrics=str(tmp / name / "metrics.csv"),
     )
 
 

@@ -79,10 +79,10 @@ def test_second_experiment_takes_the_pretrained_model_from_the_cache(tmp_path):
     log_b = tmp_path / "b/results/second/logs/pretrain.log"
     assert not log_b.exists() or log_b.stat().st_size == 0  # no training (Snakemake may touch the log file)
     assert model_b.is_symlink() and model_b.resolve() == model_a.resolve()
-    # one cache entry: the model and its snapshot (pretrain.snapshot_every: 1) under one key
+    # one cache entry: the model, its training curve and its snapshot (pretrain.snapshot_every: 1) under one key
     names = sorted(p.name for p in cache.iterdir())
     assert len({n.split("_")[0] for n in names}) == 1
-    assert [n.split("_", 1)[1] for n in names] == ["model.pt", "snapshot_000001.pt"]
+    assert [n.split("_", 1)[1] for n in names] == ["metrics.csv", "model.pt", "snapshot_000001.pt"]
     snap_b = tmp_path / "b/results/second/pretrain/snapshots/iter_000001.pt"
     assert snap_b.is_symlink() and snap_b.resolve().parent == cache.resolve()
     load_checkpoint(model_b, num_classes=TINY["data"]["num_classes"])

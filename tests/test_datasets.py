@@ -124,7 +124,15 @@ def make_cityscapes(root, split="val", trainids_for=()):
 
 
 def test_constants():
-    assert NUM_CLASSES == {"trainids": 19, "gta5": 19, "synthia": 16, "cityscapes": 19}
+    assert NUM_CLASSES == {
+        "trainids": 19,
+        "gta5": 19,
+        "synthia": 16,
+        "cityscapes": 19,
+        "mapillary": 7,  # tests/test_targets.py
+        "acdc": 19,
+        "dark_zurich": 19,
+    }
     assert CLASS_NAMES_16 == (
         "road",
         "sidewalk",

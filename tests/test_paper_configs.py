@@ -16,6 +16,7 @@ from esl.io.tables import read_csv
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_pretrained import advent_state_dict  # noqa: E402
+from test_targets import make_acdc  # noqa: E402
 from test_workflow import dry_run, planned_jobs  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -77,7 +78,9 @@ def paper_config(name: str, workdir: Path, tiny: bool) -> dict:
     cfg = yaml.safe_load((REPO / "config" / f"{name}.yaml").read_text())
     source = cfg["data"]["source"]
     source["root"] = str(workdir / ("GTA5" if source["layout"] == "gta5" else "SYNTHIA"))
-    cfg["data"]["target"]["root"] = str(workdir / "Cityscapes")
+    cfg["data"]["target"]["root"] = str(
+        workdir / {"cityscapes": "Cityscapes", "acdc": "ACDC"}[cfg["data"]["target"]["layout"]]
+    )
     if cfg["pretrain"]["checkpoint"]:
         cfg["pretrain"]["checkpoint"] = str(workdir / "advent.pth")
     if tiny:
@@ -98,7 +101,10 @@ def prepare(name: str, workdir: Path, tiny: bool) -> dict:
         make_gta5(Path(cfg["data"]["source"]["root"]))
     else:
         make_synthia(Path(cfg["data"]["source"]["root"]))
-    make_cityscapes(Path(cfg["data"]["target"]["root"]))
+    if cfg["data"]["target"]["layout"] == "acdc":
+        make_acdc(Path(cfg["data"]["target"]["root"]))
+    else:
+        make_cityscapes(Path(cfg["data"]["target"]["root"]))
     if cfg["pretrain"]["checkpoint"]:  # ADVENT's names, saved from DataParallel, as released models may be
         sd = advent_state_dict(cfg["data"]["num_classes"], [1, 1, 1, 1], 4, seed=7)
         torch.save({f"module.{k}": v for k, v in sd.items()}, cfg["pretrain"]["checkpoint"])
@@ -115,6 +121,11 @@ EXPECTED_DAG = [
     "index:split=target_train",
     "index:split=target_val",
     "infer:model=pretrain",
+    "plot_entropy:model=pretrain",
+    "plot_examples",
+    "plot_iou",
+    "plot_pseudo_labels",
+    "plot_training",
     "pretrain",
     "pseudo_labels:method=esl,k=1",
     "pseudo_labels:method=mpsl,k=1",
@@ -124,8 +135,8 @@ EXPECTED_DAG = [
 ]
 
 
-# Snapshots every 2,000 iterations: the self-trained models' (and SYNTHIA's trained AdvEnt's) are evaluated; GTA5
-# starts from the released AdvEnt model, which has none.
+# Snapshots every 2,000 iterations: the self-trained models' (and SYNTHIA's and ACDC's trained AdvEnt's) are evaluated;
+# GTA5 -> Cityscapes starts from the released AdvEnt model, which has none.
 SNAPSHOT_JOBS = {
     "gta5_to_cityscapes": ["evaluate_snapshots:model=esl_r1", "evaluate_snapshots:model=mpsl_r1", "plot_snapshots"],
     "synthia_to_cityscapes": [
@@ -134,10 +145,16 @@ SNAPSHOT_JOBS = {
         "evaluate_snapshots:model=pretrain",
         "plot_snapshots",
     ],
+    "gta5_to_acdc": [
+        "evaluate_snapshots:model=esl_r1",
+        "evaluate_snapshots:model=mpsl_r1",
+        "evaluate_snapshots:model=pretrain",
+        "plot_snapshots",
+    ],
 }
 
 
-@pytest.mark.parametrize("name", ["gta5_to_cityscapes", "synthia_to_cityscapes"])
+@pytest.mark.parametrize("name", ["gta5_to_cityscapes", "synthia_to_cityscapes", "gta5_to_acdc"])
 def test_paper_config_whole_dag_dry_runs(tmp_path, name):
     cfg = prepare(name, tmp_path, tiny=False)
     assert cfg["model"]["layers"] == [3, 4, 23, 3] and cfg["toy"] is None
@@ -149,7 +166,7 @@ def test_paper_config_whole_dag_dry_runs(tmp_path, name):
     with dry_run(tmp_path) as wf:
         (job,) = [j for j in wf.dag.jobs if j.rule.name == "selftrain" and j.wildcards.method == "esl"]
         shots = sorted(str(f) for f in job.output if "/snapshots/" in str(f))
-        last = {"gta5_to_cityscapes": 118_000, "synthia_to_cityscapes": 88_000}[name]  # 120k / 90k iterations
+        last = {"gta5_to_cityscapes": 118_000, "synthia_to_cityscapes": 88_000, "gta5_to_acdc": 118_000}[name]
         assert shots == [
             f"results/{name}/selftrain/esl_r1/snapshots/iter_{i:06d}.pt" for i in range(2000, last + 1, 2000)
         ]

@@ -124,10 +124,10 @@ def test_a_signal_after_the_last_iteration_neither_stops_nor_costs_a_retraining(
     log = SignalAfter("train 6/6")
     threads, before = torch.get_num_threads(), signal.getsignal(signal.SIGUSR1)
     try:
-        if inherited == "ignored":
-            signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+        disposition = signal.SIG_IGN if inherited == "ignored" else signal.SIG_DFL
+        signal.signal(signal.SIGUSR1, disposition)
         assert run(spec, log=log) == 0, log.getvalue()
-        assert signal.getsignal(signal.SIGUSR1) == (signal.SIG_IGN if inherited == "ignored" else before)
+        assert signal.getsignal(signal.SIGUSR1) == disposition  # restored
     finally:
         signal.signal(signal.SIGUSR1, before)
         torch.set_num_threads(threads)
@@ -150,6 +150,26 @@ def test_a_signal_after_the_last_iteration_neither_stops_nor_costs_a_retraining(
         a, b = weights(tmp_path / "ref" / rel), weights(tmp_path / "run" / rel)
         assert list(a) == list(b) and all(torch.equal(a[k], b[k]) for k in a), rel
     assert not resume.exists()
+
+
+@pytest.mark.parametrize("gpus", [1, 2])
+def test_a_finished_state_is_completed_without_training(tmp_path, gpus):
+    """A finished state (the final model staged beside it) left by an attempt whose job then failed: launch writes
+    model.pt from it, for a multi-process job too without starting torchrun, and removes it."""
+    from esl.models.checkpoints import initial_model, save_checkpoint
+
+    spec = train_spec(tmp_path, iters=3, gpus=gpus, threads=gpus)
+    resume = ResumeFile(spec.resume, spec.resume_params(), 5)
+    model = initial_model(spec.source["num_classes"], spec.model, 7)
+    save_checkpoint(resume.path.with_name("model.pt"), model, dict(spec.model), spec.provenance)
+    resume.save({"iteration": 3, "finished": True, "stats": {"src": 1.5}})
+    log = io.StringIO()
+    assert launch(spec, log=log) == 0
+    assert "finished state found" in log.getvalue() and "processes" not in log.getvalue(), log.getvalue()
+    assert "final mean losses: {'src': 1.5}" in log.getvalue()
+    written = weights(spec.output)
+    assert all(torch.equal(written[k], v) for k, v in model.state_dict().items())
+    assert not resume.path.parent.exists()
 
 
 def test_a_damaged_state_is_refused_and_kept(tmp_path):

@@ -25,6 +25,7 @@ from esl.io.tables import read_csv
 
 SLURM_RUN_TIMEOUT = 1500  # seconds; the run takes a few minutes on 2 cores
 GPU_RULES = {"pretrain", "infer", "selftrain", "evaluate", "evaluate_snapshots", "evaluate_ensemble"}
+PLOT_RULES = {"plot_snapshots", "plot_training", "plot_iou", "plot_pseudo_labels", "plot_entropy", "plot_examples"}
 # Slurm jobs per log folder: the profile groups toy+index ("data") and entropy+pseudo_labels ("labels").
 EXPECTED_SLURM_JOBS = {
     "group_data_index_toy": 1,
@@ -36,6 +37,11 @@ EXPECTED_SLURM_JOBS = {
     "rule_evaluate_snapshots": 3,
     "rule_evaluate_ensemble": 1,
     "rule_plot_snapshots": 1,
+    "rule_plot_iou": 1,
+    "rule_plot_pseudo_labels": 1,
+    "rule_plot_entropy": 1,
+    "rule_plot_examples": 1,
+    "rule_plot_training": 1,
     "rule_summary": 1,
 }
 
@@ -111,7 +117,7 @@ def test_both_profiles_are_used(slurm_run):
 @pytest.mark.slurm
 def test_every_job_ran_once_inside_a_slurm_job(slurm_run):
     workdir, _, planned, output = slurm_run
-    assert len(planned) == 20  # 15 + evaluate_snapshots ×3, evaluate_ensemble, plot_snapshots
+    assert len(planned) == 25  # 15 + evaluate_snapshots ×3, evaluate_ensemble, plot_snapshots, the 5 other plots
     logs = sorted((workdir / "logs/slurm").rglob("*.log"))
     submitted = re.findall(r"has been submitted with SLURM jobid (\d+) \(log: (\S+)\)", output)
     assert sorted(Path(p) for _, p in submitted) == logs
@@ -143,7 +149,7 @@ def test_gpu_rules_asked_slurm_for_a_gpu(slurm_run):
         "data_index_toy": set(),
         "labels_entropy_pseudo_labels": set(),
         "summary": set(),
-        "plot_snapshots": set(),
+        **{rule: set() for rule in PLOT_RULES},
         **{rule: {"--gpus=1"} for rule in GPU_RULES},
     }
 
@@ -153,7 +159,7 @@ def test_pretrained_model_went_into_the_cache(slurm_run):
     workdir, cache, _, _ = slurm_run
     model = workdir / "results/tiny/pretrain/model.pt"
     assert model.is_symlink() and model.resolve().parent == cache.resolve()
-    assert len(list(cache.iterdir())) == 2  # the model and its one snapshot
+    assert len(list(cache.iterdir())) == 3  # the model, its training curve and its one snapshot
 
 
 @pytest.mark.slurm
@@ -310,6 +316,8 @@ def compare_results(a: Path, b: Path) -> list[str]:
             diffs += [f"{rel}: {d}" for d in compare_h5(pa, pb)]
         elif rel.endswith(".csv"):
             ta, tb = read_csv(pa), read_csv(pb)
+            if rel.endswith("metrics.csv"):  # images/s is a measured speed; every other column must be equal
+                ta, tb = ta.drop(columns="images_per_s"), tb.drop(columns="images_per_s")
             if not ta.equals(tb):
                 detail = ta.compare(tb) if ta.shape == tb.shape else f"shapes {ta.shape} vs {tb.shape}"
                 diffs.append(f"{rel}: tables differ\n{detail}")
@@ -317,8 +325,30 @@ def compare_results(a: Path, b: Path) -> list[str]:
                 diffs.append(f"{rel}: provenance parameters differ")
         elif rel.endswith(".pt"):
             diffs += [f"{rel}: {d}" for d in compare_checkpoints(pa, pb)]
+        elif rel.endswith(".png"):
+            # the training curves also draw images/s, a measured speed: their pixels differ from run to run
+            diffs += [f"{rel}: {d}" for d in compare_png(pa, pb, pixels=not rel.endswith("plots/training.png"))]
         elif pa.read_bytes() != pb.read_bytes():
             diffs.append(f"{rel}: bytes differ")
+    return diffs
+
+
+def compare_png(pa: Path, pb: Path, pixels: bool = True) -> list[str]:
+    """Pictures by their pixels (with `pixels`, else their size) and the parameters of their provenance (the plots
+    carry it as a PNG text chunk, with the time they were made)."""
+    from PIL import Image
+
+    with Image.open(pa) as ia, Image.open(pb) as ib:
+        ia.load()
+        ib.load()
+        diffs = []
+        if pixels and (d := array_difference(np.asarray(ia), np.asarray(ib))) is not None:
+            diffs.append(f"pixels: {d}")
+        elif ia.size != ib.size:
+            diffs.append(f"sizes {ia.size} vs {ib.size}")
+        configs = [json.loads(i.text["provenance"])["config"] if "provenance" in i.text else None for i in (ia, ib)]
+        if configs[0] != configs[1]:
+            diffs.append("provenance parameters differ")
     return diffs
 
 

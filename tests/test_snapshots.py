@@ -263,3 +263,25 @@ def test_the_data_digest_follows_the_split(tmp_path):
     with open(samples[0].label, "ab") as f:
         f.write(b"\0")  # a file that changed
     assert samples_digest(samples) != first
+
+
+def test_the_data_digest_follows_the_index_fingerprint(tmp_path):
+    """A label rewritten in place with the same size changes the index's fingerprint (its mtime), hence the digest."""
+    import os
+
+    from helpers import write_split
+
+    from esl.io.layouts import fingerprint, read_index
+    from esl.stages.snapshots import samples_digest
+
+    index = write_split(tmp_path / "a", 3, seed=0)
+    samples = read_index(index)
+    root = tmp_path / "a"
+    before = fingerprint("trainids", root, "train")
+    label = samples[1].label
+    st = os.stat(label)
+    os.utime(label, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))  # same bytes, same size, edited later
+    after = fingerprint("trainids", root, "train")
+    assert before != after
+    assert samples_digest(samples, before) != samples_digest(samples, after)
+    assert samples_digest(samples, before) == samples_digest(samples, before)

@@ -126,7 +126,12 @@ def test_changing_the_esl_floor_reruns_only_esl_downstream(tiny_run):
         "evaluate:model=esl_r1",
         "evaluate_ensemble:ensemble=ens",  # pretrain + esl_r1
         "evaluate_snapshots:model=esl_r1",
+        "plot_entropy:model=pretrain",  # draws ESL's thresholds
+        "plot_examples",
+        "plot_iou",
+        "plot_pseudo_labels",
         "plot_snapshots",
+        "plot_training",
         "pseudo_labels:method=esl,k=1",
         "selftrain:method=esl,k=1",
         "summary",
@@ -142,7 +147,12 @@ def test_forcerun_entropy_spares_inference_and_pretraining(tiny_run):
         "evaluate_ensemble:ensemble=ens",
         "evaluate_snapshots:model=esl_r1",
         "evaluate_snapshots:model=mpsl_r1",
+        "plot_entropy:model=pretrain",
+        "plot_examples",
+        "plot_iou",
+        "plot_pseudo_labels",
         "plot_snapshots",
+        "plot_training",
         "pseudo_labels:method=esl,k=1",
         "pseudo_labels:method=mpsl,k=1",
         "selftrain:method=esl,k=1",
@@ -390,6 +400,11 @@ def test_the_shipped_config_plans_what_its_values_imply(tmp_path):
         "evaluate_snapshots": with_snapshots,
         "evaluate_ensemble": len(shipped["evaluate"].get("ensembles") or []),
         "plot_snapshots": 1 if with_snapshots else 0,
+        "plot_iou": 1,
+        "plot_pseudo_labels": 1,
+        "plot_entropy": 1 + len(methods) * (rounds - 1),  # one per entropy file
+        "plot_examples": 1,
+        "plot_training": 1,
         "summary": 1,
     }
     assert counts == {rule: n for rule, n in expected.items() if n}

@@ -87,6 +87,16 @@ def validate_config(config, schema_path):
 
 validate_config(config, f"{workflow.basedir}/workflow/schemas/config.schema.yaml")
 
+# Inside a Slurm job, Slurm's `--signal=USR1@secs` (slurm/config.yaml) and `scancel --signal=USR1` reach every process
+# of the job's steps, this Snakemake included. Only the training acts on it (it saves its state and exits 75);
+# Snakemake has no handler and would die of it, failing a job whose training had already finished. Ignored here;
+# the rules' processes inherit that, and the training installs its own handler (docs/CLUSTER.md, "Pre-emption").
+if "SLURM_JOB_ID" in os.environ:
+    import signal
+
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+
+
 # The rules' scripts import the library from src/ whether or not it is installed (e.g. inside a conda env); set
 # here, not required from the user, so it is no `envvars:` entry. Jobs inherit it (Slurm jobs too: sbatch exports
 # the environment).
@@ -117,7 +127,8 @@ METHODS = list(config["pseudo_labels"]["methods"])
 ROUNDS = int(config["selftrain"]["rounds"])
 SELFTRAINED = [f"{m}_r{k}" for m in METHODS for k in range(1, ROUNDS + 1)]
 MODELS = ["pretrain"] + SELFTRAINED
-SPLITS = ["source_train", "target_train", "target_val"]
+# target_test: the target split config export.split names, indexed for rule `export` only (export.smk)
+SPLITS = ["source_train", "target_train", "target_val", "target_test"]
 # Which model of a stage feeds the next one (pseudo_labels.from, selftrain.init_from); docs/ARCHITECTURE.md.
 LABELS_FROM = config["pseudo_labels"].get("from", "final")
 INIT_FROM = config["selftrain"].get("init_from", "final")
@@ -265,7 +276,7 @@ def previous_model(method, k):
 
 
 def split_params(split):
-    """Where a split lives: layout, root, split name, optional list file."""
+    """Where a split lives: layout, root, split name, optional list file (the target: and its conditions)."""
     data = config["data"]
     if split == "source_train":
         d = data["source"]
@@ -277,9 +288,15 @@ def split_params(split):
         )
     d = data["target"]
     name = d["train_split"] if split == "target_train" else d["val_split"]
-    return dict(
-        layout=d["layout"], root=d["root"], split=name, list_file=d.get(f"{split}_list")
-    )
+    list_file = d.get(f"{split}_list")
+    if split == "target_test":  # rule export only (e.g. an unlabelled test split)
+        export = config.get("export") or {}
+        name, list_file = export.get("split", "test"), export.get("list_file")
+    out = dict(layout=d["layout"], root=d["root"], split=name, list_file=list_file)
+    # acdc, dark_zurich: absent lists the layout's default conditions (and adds no key: no re-run)
+    if d.get("conditions") is not None:
+        out["conditions"] = list(d["conditions"])
+    return out
 
 
 def dataset_fingerprint(split):
@@ -301,7 +318,14 @@ def dataset_fingerprint(split):
         top, root = os.path.abspath(toy["root"]), os.path.abspath(d["root"])
         if os.path.commonpath([top, root]) == top:
             manifest = toy_manifest()[0]
-    return fingerprint(d["layout"], d["root"], d["split"], d.get("list_file"), manifest)
+    return fingerprint(
+        d["layout"],
+        d["root"],
+        d["split"],
+        d.get("list_file"),
+        manifest,
+        conditions=d.get("conditions"),
+    )
 
 
 def input_params(domain):

@@ -39,6 +39,7 @@ rule index:
         dataset=lambda wc: split_params(wc.split),
         num_classes=config["data"]["num_classes"],
         # the split's files (names, sizes, mtimes): a changed dataset re-indexes it and re-runs what follows
+        fingerprint=lambda wc: dataset_fingerprint(wc.split),
     message:
         "Indexing and validating the {wildcards.split} split"
     script:

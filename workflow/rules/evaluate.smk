@@ -148,4 +148,3 @@ rule summary:
         "Summary over all models"
     script:
         "../scripts/summary.py"
-

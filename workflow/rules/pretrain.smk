@@ -16,6 +16,8 @@ rule pretrain:
     output:
         **named_snapshot_paths("pretrain"),
         model=f"{RESULTS}/pretrain/model.pt",
+        # the training curve: iteration, lr, each loss term, images/s (header only for a given checkpoint)
+        metrics=f"{RESULTS}/pretrain/metrics.csv",
     log:
         f"{LOGS}/pretrain.log",
     # With --cache and $SNAKEMAKE_OUTPUT_CACHE set, experiments with the same pretraining settings and data share one

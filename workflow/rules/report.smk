@@ -2,32 +2,29 @@
 # pass over the data. Each is a PNG under plots/ that `snakemake --report` embeds (category "Plots").
 
 
-def labels_made_from(model):
-    """The pseudo-label sets `{method}_r{k}` made from `model`'s entropy file (round k from the model of round k-1)."""
-    return [
+# The pseudo-label sets `{method}_r{k}` made from each model's entropy file (round k from the model of round k-1).
+LABELS_MADE_FROM = {
+    model: [
         f"{m}_r{k}"
         for m in METHODS
         for k in range(1, ROUNDS + 1)
         if previous_model(m, k) == model
     ]
-
-
+    for model in MODELS
+}
 # The models whose entropy file is made: those pseudo-labels are made from (pretrain, and rounds before the last).
-ENTROPY_MODELS = [m for m in MODELS if labels_made_from(m)]
+ENTROPY_MODELS = [m for m in MODELS if LABELS_MADE_FROM[m]]
 # The images of the examples figure (the first of target-train, in the entropy file's order).
 EXAMPLE_IMAGES = 4
-
-
-def plots():
-    """Every figure of this file, for `rule all`."""
-    return [
-        f"{RESULTS}/plots/training.png",
-        f"{RESULTS}/plots/miou.png",
-        f"{RESULTS}/plots/class_iou.png",
-        f"{RESULTS}/plots/thresholds.png",
-        f"{RESULTS}/plots/pseudo_label_quality.png",
-        f"{RESULTS}/plots/examples.png",
-    ] + [f"{RESULTS}/plots/entropy_{m}.png" for m in ENTROPY_MODELS]
+# Every figure of this file, for `rule all`.
+PLOTS = [
+    f"{RESULTS}/plots/training.png",
+    f"{RESULTS}/plots/miou.png",
+    f"{RESULTS}/plots/class_iou.png",
+    f"{RESULTS}/plots/thresholds.png",
+    f"{RESULTS}/plots/pseudo_label_quality.png",
+    f"{RESULTS}/plots/examples.png",
+] + [f"{RESULTS}/plots/entropy_{m}.png" for m in ENTROPY_MODELS]
 
 
 rule plot_training:
@@ -128,7 +125,7 @@ rule plot_entropy:
         entropy=f"{RESULTS}/entropy/{{model}}.h5",
         thresholds=lambda wc: [
             f"{RESULTS}/pseudo_labels/{s}_thresholds.csv"
-            for s in labels_made_from(wc.model)
+            for s in LABELS_MADE_FROM[wc.model]
         ],
     output:
         histograms=report(
@@ -148,7 +145,7 @@ rule plot_entropy:
     params:
         model=lambda wc: wc.model,
         num_classes=config["data"]["num_classes"],
-        sets=lambda wc: labels_made_from(wc.model),
+        sets=lambda wc: LABELS_MADE_FROM[wc.model],
     message:
         "Plotting the per-class entropy histograms of {wildcards.model} (pass 1, stored)"
     script:

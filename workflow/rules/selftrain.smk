@@ -15,6 +15,7 @@ rule selftrain:
     output:
         **named_snapshot_paths("{method}_r{k}"),
         model=f"{RESULTS}/selftrain/{{method}}_r{{k}}/model.pt",
+        metrics=f"{RESULTS}/selftrain/{{method}}_r{{k}}/metrics.csv",  # the training curve
     log:
         f"{LOGS}/selftrain_{{method}}_r{{k}}.log",
     conda:

@@ -17,5 +17,6 @@ job = TrainJob.from_rule(
     snakemake.output.model,
     provenance=provenance(dict(p.items()), snakemake.input),
     threads=snakemake.threads,
+    metrics=snakemake.output.metrics,
 )
 sys.exit(launch(job))

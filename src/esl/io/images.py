@@ -1,4 +1,9 @@
-"""TODO docstring."""
+"""Decoding a dataset's files: images as BGR arrays at the configured size, labels into a label space.
+
+`read_image` resizes like PIL's bicubic (ADVENT's loaders); `read_label` reads a label file of a layout
+(`esl.io.layouts`) in the 19-, 16- or 7-class space (`esl.io.labels`), refusing values its encoding does not allow with
+one line naming the file and the value; `check_samples` is the index's check of a split.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,18 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from esl.io.labels import _CITYSCAPES_LUT, _LUT_16_TO_19, _LUT_19_TO_16, _SYNTHIA_LUT, CITYSCAPES_MAX_ID, IGNORE
+from esl.io.labels import (
+    _CITYSCAPES_LUT,
+    _LUT_16_TO_19,
+    _LUT_19_TO_7,
+    _LUT_19_TO_16,
+    _MAPILLARY_LUT,
+    _SYNTHIA_LUT,
+    _SYNTHIA_LUT_7,
+    CITYSCAPES_MAX_ID,
+    IGNORE,
+    MAPILLARY_MAX_ID,
+)
 from esl.io.layouts import DatasetError, _check_layout, check_num_classes
 
 
@@ -96,6 +112,8 @@ def _palette_as_gray(data: bytes) -> bytes | None:
 
 
 def _imread_label(path) -> np.ndarray:
+    if path is None:
+        raise DatasetError("no label: the sample is of an unlabelled split (esl.io.layouts.LABELLED_SPLITS)")
     path = Path(path)
     try:
         data = path.read_bytes()
@@ -127,8 +145,12 @@ def _first_bad(values: np.ndarray, ok: np.ndarray) -> int | None:
     return int(values[bad].min()) if bad.any() else None
 
 
+_TRAINID_FILES = ("cityscapes", "acdc", "dark_zurich")  # ship `*_labelTrainIds.png` beside `*_labelIds.png`
+
+
 def read_label(layout: str, path, size=None, num_classes: int = 19) -> np.ndarray:
-    """A uint8 label map in the `num_classes` space (19 trainIds, 16 SYNTHIA classes; 255 = ignore).
+    """A uint8 label map in the `num_classes` space (19 trainIds, 16 SYNTHIA classes, 7 Mapillary classes; 255 =
+    ignore).
 
     Resized with nearest neighbour to `size` = (H, W) if given. Values that are not legal for the layout's encoding,
     or that fall outside 0..num_classes-1/255 after mapping, raise a `DatasetError` naming the file and the value.
@@ -140,24 +162,35 @@ def read_label(layout: str, path, size=None, num_classes: int = 19) -> np.ndarra
         if raw.dtype != np.uint16 or raw.ndim != 3 or raw.shape[2] < 3:
             got = f"{raw.dtype}, {1 if raw.ndim == 2 else raw.shape[2]} channel(s)"
             raise DatasetError(f"{path}: expected a 16-bit multi-channel SYNTHIA label (id in R), got {got}")
-        label = _SYNTHIA_LUT[raw[:, :, 2]]  # BGR(A) order: R is index 2
-        if num_classes == 19:
-            label = _LUT_16_TO_19[label]
+        if num_classes == 7:  # from the raw ids: terrain, truck, train have a class here, none in the 16
+            label = _SYNTHIA_LUT_7[raw[:, :, 2]]
+        else:
+            label = _SYNTHIA_LUT[raw[:, :, 2]]  # BGR(A) order: R is index 2
+            if num_classes == 19:
+                label = _LUT_16_TO_19[label]
     elif layout == "trainids":
         raw = _single_channel(raw, path, layout)
         bad = _first_bad(raw, (raw < num_classes) | (raw == IGNORE))
         if bad is not None:
             raise DatasetError(f"{path}: label value {bad} outside 0..{num_classes - 1}/{IGNORE}")
         label = raw.astype(np.uint8)
-    else:  # gta5, cityscapes
+    elif layout == "mapillary":
         raw = _single_channel(raw, path, layout)
-        if layout == "cityscapes" and Path(path).name.endswith("_labelTrainIds.png"):
+        bad = _first_bad(raw, raw <= MAPILLARY_MAX_ID)
+        if bad is not None:
+            raise DatasetError(
+                f"{path}: label id {bad} outside the Mapillary Vistas v1.2 label ids 0..{MAPILLARY_MAX_ID}"
+            )
+        label = _MAPILLARY_LUT[raw]
+    else:  # gta5, cityscapes, acdc, dark_zurich: Cityscapes label ids or trainIds
+        raw = _single_channel(raw, path, layout)
+        if layout in _TRAINID_FILES and Path(path).name.endswith("_labelTrainIds.png"):
             bad = _first_bad(raw, (raw < 19) | (raw == IGNORE))
             if bad is not None:
                 raise DatasetError(f"{path}: label value {bad} outside 0..18/{IGNORE} (Cityscapes trainIds)")
             label = raw.astype(np.uint8)
         else:
-            if layout == "cityscapes":
+            if layout != "gta5":
                 bad = _first_bad(raw, (raw <= CITYSCAPES_MAX_ID) | (raw == IGNORE))
                 if bad is not None:
                     raise DatasetError(
@@ -166,6 +199,8 @@ def read_label(layout: str, path, size=None, num_classes: int = 19) -> np.ndarra
             label = _CITYSCAPES_LUT[np.minimum(raw, 255)]
         if num_classes == 16:
             label = _LUT_19_TO_16[label]
+        elif num_classes == 7:
+            label = _LUT_19_TO_7[label]
     if size is not None:
         h, w = _hw(size)
         if label.shape != (h, w):

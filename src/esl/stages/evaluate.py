@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 
 from esl.io.labels import LabelSpace, label_space
 from esl.io.layouts import read_index
-from esl.io.provenance import provenance
+from esl.io.provenance import provenance, read_provenance
 from esl.io.tables import write_csv
 from esl.io.torchdata import SegmentationSet, collate_keep_labels, device_mean, normalize
 from esl.models.checkpoints import load_checkpoint, load_pretrained
@@ -277,6 +277,10 @@ def _evaluate_members(params, members, inputs, outputs, log, device) -> None:
     write_table(iou_table(conf), the_file(outputs), params, inputs, log)
 
 
+def _digest(samples, index) -> str:
+    return samples_digest(samples, read_provenance(index).get("config", {}).get("fingerprint"))
+
+
 def run_evaluate_snapshots(params: EvaluateSnapshotsParams, inputs, outputs, log=None, *, threads=None, device=None):
     """Rows of every candidate (cached in eval/{model}_snapshots/iter_{i:06d}.csv) -> eval/{model}_snapshots.csv."""
     log = sys.stdout if log is None else log
@@ -293,7 +297,7 @@ def run_evaluate_snapshots(params: EvaluateSnapshotsParams, inputs, outputs, log
         evaluate,
         cache_dir=out.with_suffix(""),  # eval/{model}_snapshots/iter_{i:06d}.csv
         # what a cached row depends on besides its checkpoint (num_workers changes no number)
-        params={**kw, "val": samples_digest(val), "train": samples_digest(train)},
+        params={**kw, "val": _digest(val, inputs["val"]), "train": _digest(train, inputs["train"])},
         log=log,
     )
     write_table(table, out, params, inputs, log, columns=["iteration", "mIoU", "target_entropy"])

@@ -24,8 +24,8 @@ DATASET_KEYS = ("layout", "root", "split")
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Params(StageParams):
-    """Rule `index`: `dataset` = where the split lives (layout, root, split, list_file), the class count, and the
-    split's `fingerprint` when the workflow gives one."""
+    """Rule `index`: `dataset` = where the split lives (layout, root, split, list_file, conditions), the class count,
+    and the split's `fingerprint` when the workflow gives one."""
 
     rule = "index"
     dataset: dict
@@ -43,9 +43,10 @@ def run(params: Params, inputs, outputs, log=None) -> None:
     """List, check and write the split's index; `inputs` (the toy manifest, if any) only count for provenance."""
     log = sys.stdout if log is None else log
     d = params.dataset
-    samples = list_samples(d["layout"], d["root"], d["split"], list_file=d.get("list_file"))
+    conditions = d.get("conditions")  # acdc, dark_zurich: None lists the layout's default conditions
+    samples = list_samples(d["layout"], d["root"], d["split"], list_file=d.get("list_file"), conditions=conditions)
     check_samples(d["layout"], samples, params.num_classes, log=log)
-    orphans = labels_without_image(d["layout"], d["root"], d["split"])
+    orphans = labels_without_image(d["layout"], d["root"], d["split"], conditions=conditions)
     if orphans:
         print(
             f"warning: {len(orphans)} label file(s) without an image, not indexed (restore the image or delete the"

@@ -102,8 +102,10 @@ def plot_entropy_histograms(
             ax.text(0.5, 0.5, "never predicted", ha="center", va="center", fontsize=7, color="0.4")
             ax.set_yticks([])
             continue
-        ax.stairs(counts[c] / n, edges, fill=True, color="tab:purple", alpha=0.75)
+        share = counts[c] / n
+        ax.stairs(share, edges, fill=True, color="tab:purple", alpha=0.75)
         ax.set_yscale("log")
+        ax.set_ylim(min(1e-3, share[share > 0].min() / 2), 1.5)  # at least three decades: major ticks to read
         ax.yaxis.set_minor_formatter(NullFormatter())
         if c % ncols == 0:
             ax.set_ylabel("share of pixels", fontsize=7)
@@ -259,7 +261,11 @@ def run_plot_examples(params: ExamplesPlotParams, inputs, outputs, log=None) -> 
     if len(paths) != len(params.sets):
         raise ValueError(f"rule {params.rule}: {len(paths)} pseudo-label files for {len(params.sets)} sets")
     rows, columns = example_panels(
-        inputs["entropy"], dict(zip(params.sets, paths)), inputs["index"], params.layout, params.num_classes,
+        inputs["entropy"],
+        dict(zip(params.sets, paths)),
+        inputs["index"],
+        params.layout,
+        params.num_classes,
         params.images,
     )
     plot_examples(rows, columns, outputs["examples"], params.num_classes, _prov(params, inputs))

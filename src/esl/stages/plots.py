@@ -89,7 +89,7 @@ def plot_training(tables: dict, path, prov: dict | None = None) -> None:
             ax.set_title(f"{model}: {title}", fontsize=10)
         for ax in row:
             ax.set_xlabel("iteration", fontsize=8)
-            ax.tick_params(labelsize=7)
+            ax.tick_params(which="both", labelsize=7)
             ax.grid(alpha=0.3)
     fig.tight_layout()
     save_figure(fig, path, prov)

@@ -11,8 +11,9 @@ import matplotlib
 import matplotlib.pyplot as plt
 
 from esl.io.files import atomic_path
+from esl.io.provenance import provenance
 from esl.io.tables import read_csv
-from esl.stages.params import StageParams, named, the_file
+from esl.stages.params import StageParams, input_files, named, the_file
 from esl.stages.snapshots import check_selection, choose
 
 matplotlib.use("Agg")  # no display on cluster nodes
@@ -41,7 +42,7 @@ MARKERS = {
 }
 
 
-def plot_snapshots(tables: dict, path, selection: str = "entropy") -> None:
+def plot_snapshots(tables: dict, path, selection: str = "entropy", prov: dict | None = None) -> None:
     """One panel per model: target-val mIoU against iteration (left axis) and the target-train mean entropy the
     label-free selection uses (right axis, dashed), with the final, best and selected models marked. PNG, atomic."""
     n = max(len(tables), 1)
@@ -64,7 +65,7 @@ def plot_snapshots(tables: dict, path, selection: str = "entropy") -> None:
         twin.tick_params(axis="y", labelsize=7, colors="tab:green")
         ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
-    save_figure(fig, path, dpi=110)
+    save_figure(fig, path, prov, dpi=110)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -87,5 +88,6 @@ def run(params: Params, inputs, outputs, log=None) -> None:
         raise ValueError(f"rule plot_snapshots: {len(paths)} snapshot tables for {len(params.models)} models")
     tables = {model: read_csv(path) for model, path in zip(params.models, paths)}
     out = the_file(outputs)
-    plot_snapshots(tables, out, selection=params.selection)
+    prov = provenance(config=params.as_dict(), inputs=input_files(inputs))
+    plot_snapshots(tables, out, selection=params.selection, prov=prov)
     print(f"wrote {out} ({len(tables)} models)", file=log)

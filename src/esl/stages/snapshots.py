@@ -91,10 +91,11 @@ def _link_or_copy(source, dest) -> None:
         shutil.copyfile(source, dest)
 
 
-def samples_digest(samples) -> str:
-    """sha256 of the names, paths and sizes of a split's files: the snapshot rows' cache must not outlive a change of
-    the data they were computed on (another split, root or file)."""
-    h = hashlib.sha256()
+def samples_digest(samples, fingerprint: str | None = None) -> str:
+    """sha256 of the names, paths and sizes of a split's files and of the split's index fingerprint (the index CSV's
+    provenance: sizes and mtimes of the dataset's files, `esl.io.layouts.fingerprint`): the snapshot rows' cache must
+    not outlive a change of the data they were computed on (another split, root or file, or a file edited in place)."""
+    h = hashlib.sha256(f"fingerprint\0{fingerprint}\n".encode())
     for s in samples:
         for path in (s.image, s.label):
             size = os.stat(path).st_size if path and os.path.exists(path) else -1

@@ -10,7 +10,8 @@ losses) before the outputs are written from the staging; it is removed once they
 comes after the last iteration stops nothing (the job writes its outputs and exits 0), but a signal that the
 processes above this one do not ignore may have ended the job anyway (Slurm signals every process of the job step):
 then the finished state is kept, and the job's next start writes the outputs from it without training
-("finished state found"). docs/CLUSTER.md, "Pre-emption, time limits, retries".
+("finished state found"). Under torchrun, process 0 leaves the finished state and the launcher puts the outputs into
+place. docs/CLUSTER.md, "Pre-emption, time limits, retries".
 """
 
 from __future__ import annotations
@@ -20,16 +21,19 @@ import shutil
 import sys
 from pathlib import Path
 
+import pandas as pd
 import torch
 import torch.distributed as dist
 
 from esl.io.files import atomic_path
 from esl.io.layouts import read_index
+from esl.io.tables import write_csv
 from esl.io.torchdata import SegmentationSet
 from esl.models.adapters import adapter_params, build_adapter
 from esl.models.checkpoints import initial_model, load_checkpoint, load_pretrained, save_checkpoint
 from esl.runtime.device import resolve_device
 from esl.runtime.distributed import env_rank, torchrun
+from esl.runtime.progress import MetricsLog
 from esl.runtime.resume import EXIT_PREEMPTED, Preempted, ResumeFile, StopSignals, ignored_signals
 from esl.stages.snapshots import clear_staged, discard_staged, publish, snapshot_iterations, snapshot_name
 from esl.stages.train_job import DEFAULT_SAVE_EVERY, TrainJob
@@ -60,13 +64,13 @@ def launch(job: TrainJob, log=None) -> int:
         finished = _finished_state(resume) is not None
         if rc != 0 and not finished:
             return EXIT_PREEMPTED if signals and resume.path.exists() else rc
-        # Process 0 trained to the end and left a finished state, which only this process removes. A signal after
-        # the last iteration may still have ended torchrun with an error: then the outputs are put into place here.
+        # Process 0 trained to the end and left a finished state; the outputs are put into place here (also when a
+        # signal after the last iteration ended torchrun with an error), and the state removed.
         job_file.unlink(missing_ok=True)
         if finished:
             if rc != 0:
                 print(f"torchrun exited with {rc} after training had finished", file=log, flush=True)
-                _complete(job, resume, log)
+            _complete(job, resume, log)
             _remove_or_keep(job, resume, [*signals, *stop.seen], shielded, log)
         _rmdir(job_file.parent)
         _remove_resume_root(job)
@@ -79,6 +83,8 @@ def _adopt_checkpoint(job: TrainJob, log) -> int:
     model, model_kwargs = load_pretrained(path, job.source["num_classes"], job.model)
     print(f"using the given checkpoint {path} (config pretrain.checkpoint); no training", file=log)
     save_checkpoint(job.output, model, model_kwargs, job.provenance)
+    if job.metrics:
+        _write_metrics(job, [])  # nothing trained here: the header only
     return 0
 
 
@@ -92,7 +98,7 @@ def run(job: TrainJob, log=None) -> int:
         resume = _resume_file(job)
         state = _finished_state(resume)
         if state is not None:  # an earlier attempt trained to the end; its outputs may have been deleted since
-            if rank == 0 and world == 1:  # (under torchrun the launcher puts the outputs into place)
+            if rank == 0 and world == 1:  # (under torchrun the launcher does this)
                 _complete(job, resume, log, found=state)
                 _remove_or_keep(job, resume, stop.seen, shielded, log)
             return 0
@@ -122,6 +128,9 @@ def _train_job(job: TrainJob, device, rank: int, world: int, stop, shielded, log
         clear_staged(staged)  # an earlier attempt's snapshots, with no state to resume them from
         _staged_model(resume).unlink(missing_ok=True)  # and its final model, if it died while removing its state
 
+    images_per_iter = cfg.batch_size * (2 if target is not None else 1)
+    metrics = MetricsLog(cfg.iters, images_per_iter)
+
     def on_snapshot(iteration, net):
         prov = dict(job.provenance, iteration=iteration)
         save_checkpoint(staged / snapshot_name(iteration), net, _model_kwargs(job), prov, iteration=iteration)
@@ -138,6 +147,7 @@ def _train_job(job: TrainJob, device, rank: int, world: int, stop, shielded, log
             resume=resume,
             stop=stop,
             on_snapshot=on_snapshot,
+            metrics=metrics,
         )
     except Preempted as e:
         if rank == 0:
@@ -145,9 +155,9 @@ def _train_job(job: TrainJob, device, rank: int, world: int, stop, shielded, log
         return EXIT_PREEMPTED
     if rank == 0:
         print(f"final mean losses: {stats}", file=log, flush=True)
-        _finish(job, model, cfg, resume, stats)
-        _complete(job, resume, log)
-        if world == 1:  # under torchrun the launcher removes the finished state (launch)
+        _finish(job, model, cfg, resume, stats, metrics)
+        if world == 1:  # under torchrun the launcher puts the outputs into place and removes the state (launch)
+            _complete(job, resume, log)
             _remove_or_keep(job, resume, stop.seen, shielded, log)
     return 0
 
@@ -210,11 +220,12 @@ def _announce(job, cfg, source, target, device, world, resume, log) -> None:
     )
 
 
-def _finish(job: TrainJob, model, cfg: TrainConfig, resume: ResumeFile, stats: dict) -> None:
+def _finish(job: TrainJob, model, cfg: TrainConfig, resume: ResumeFile, stats: dict, metrics: MetricsLog) -> None:
     """The final model staged beside the resumable state, then the state replaced by the finished state (in this
-    order: a kill in between leaves the last periodic state, which resumes). The snapshots are staged already."""
+    order: a kill in between leaves the last periodic state, which resumes). The snapshots are staged already; the
+    finished state holds the training curve, so a retry writes metrics.csv too."""
     save_checkpoint(_staged_model(resume), model.cpu(), _model_kwargs(job), job.provenance)
-    resume.save({"iteration": cfg.iters, "finished": True, "stats": stats})
+    resume.save({"iteration": cfg.iters, "finished": True, "stats": stats, "metrics": metrics.rows})
 
 
 def _finished_state(resume: ResumeFile) -> dict | None:
@@ -243,7 +254,20 @@ def _complete(job: TrainJob, resume: ResumeFile, log, found: dict | None = None)
     shots = snapshot_iterations(cfg.iters, cfg.snapshot_every)
     publish(_staged_snapshots(resume), Path(job.output).parent / "snapshots", shots, state=resume.path)
     also = f" and {len(shots)} snapshots" if shots else ""
+    if job.metrics:
+        state = found if found is not None else _finished_state(resume)
+        _write_metrics(job, (state or {}).get("metrics") or [])
+        also += f" and {job.metrics}"
     print(f"wrote {job.output}{also}", file=log, flush=True)
+
+
+METRICS_COLUMNS = ("iteration", "lr")  # then loss_<term> per term, then images_per_s (esl.runtime.progress)
+
+
+def _write_metrics(job: TrainJob, rows: list[dict]) -> None:
+    """metrics.csv: the training curve (`MetricsLog` rows); only the header for a given checkpoint."""
+    table = pd.DataFrame(rows) if rows else pd.DataFrame(columns=[*METRICS_COLUMNS, "images_per_s"])
+    write_csv(table, job.metrics, job.provenance)
 
 
 def _remove_or_keep(job: TrainJob, resume: ResumeFile, signals, shielded, log) -> None:
