@@ -34,8 +34,14 @@ include: "workflow/rules/export.smk"  # on request only: not part of `all`
 rule all:
     default_target: True
     input:
-        f"{RESULTS}/summary.csv",
+        # one summary per seed (config seeds; one: results/{experiment}/summary.csv), and over the seeds
+        [f"{RESULTS}/{sd}summary.csv" for sd in SEED_DIRS],
+        [f"{RESULTS}/summary_seeds.csv"] if MULTI_SEED else [],
         # mIoU against iteration per model, when any model keeps snapshots
-        [f"{RESULTS}/plots/snapshots.png"] if any(map(has_snapshots, MODELS)) else [],
+        (
+            [f"{RESULTS}/{sd}plots/snapshots.png" for sd in SEED_DIRS]
+            if any(map(has_snapshots, MODELS))
+            else []
+        ),
         # the report's figures (workflow/rules/report.smk)
         PLOTS,

@@ -87,8 +87,10 @@ def write_config(workdir: Path, config: dict) -> Path:
 
 
 def job_name(job) -> str:
-    """`rule:key=value,...` (no colon without wildcards), as Snakemake's --target-jobs spells a job."""
-    return f"{job.rule.name}:{','.join(f'{k}={v}' for k, v in job.wildcards.items())}".rstrip(":")
+    """`rule:key=value,...` (no colon without wildcards), as Snakemake's --target-jobs spells a job; the `seed_dir`
+    wildcard (config seeds) only where it is set, so a single run's jobs read as they always did."""
+    items = [(k, v) for k, v in job.wildcards.items() if k != "seed_dir" or v]
+    return f"{job.rule.name}:{','.join(f'{k}={v}' for k, v in items)}".rstrip(":")
 
 
 @contextmanager

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
@@ -10,11 +11,13 @@ from pathlib import Path
 import cv2
 import h5py
 import numpy as np
+import torch
 
 from esl.io.h5 import write_names
 from esl.io.images import read_label
 from esl.io.layouts import list_samples, read_index, write_index
 from esl.io.provenance import provenance
+from esl.stages.train import run
 from esl.stages.train_job import TrainInputs, TrainJob
 
 NUM_CLASSES = 3
@@ -109,3 +112,14 @@ def cli(spec_path: Path, **kwargs) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, "-m", "esl.stages.train", str(spec_path)]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, **kwargs)
+
+
+def run_here(job: TrainJob) -> str:
+    """Run a job in this process (same single thread as the subprocesses); returns its log."""
+    threads = torch.get_num_threads()
+    log = io.StringIO()
+    try:
+        assert run(job, log=log) == 0, log.getvalue()
+    finally:
+        torch.set_num_threads(threads)
+    return log.getvalue()

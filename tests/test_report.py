@@ -25,7 +25,7 @@ from PIL import Image
 from esl.io.h5 import write_names
 from esl.io.layouts import Sample, write_index
 from esl.io.tables import write_csv
-from esl.ops.histograms import FirstPass
+from esl.ops.histograms import FirstPass, entropy_bins
 from esl.ops.quality import Quality, threshold_table
 from esl.stages import plot_maps, plots
 from esl.stages.evaluate import iou_table
@@ -74,7 +74,7 @@ def test_entropy_bins_equal_numpy_histograms_of_the_values(bins):
     values, labels = entropy_values()
     first = FirstPass(5, keys=("entropy",))
     first.add(labels, entropy=values)
-    got = plot_maps.entropy_bins(first.rank("entropy").hist_hi, bins)
+    got = entropy_bins(first.rank("entropy").hist_hi, bins)
     assert got.dtype == np.int64 and got.shape == (5, bins)
     for c in range(5):
         want, _ = np.histogram(values[labels == c], bins=bins, range=(0.0, 1.0))
@@ -86,11 +86,11 @@ def test_entropy_bins_refuse_other_bins_and_values_outside_0_1():
     first = FirstPass(2, keys=("entropy",))
     first.add(np.array([0, 1]), entropy=np.array([0.5, 2.0], dtype=np.float32))
     with pytest.raises(ValueError, match=r"outside \[0, 1\]"):
-        plot_maps.entropy_bins(first.rank("entropy").hist_hi)
+        entropy_bins(first.rank("entropy").hist_hi)
     with pytest.raises(ValueError, match="power of two <= 128"):
-        plot_maps.entropy_bins(np.zeros((2, 65536), np.int64), 100)
+        entropy_bins(np.zeros((2, 65536), np.int64), 100)
     with pytest.raises(ValueError, match=r"must be \(C, 65536\)"):
-        plot_maps.entropy_bins(np.zeros((2, 10), np.int64))
+        entropy_bins(np.zeros((2, 10), np.int64))
 
 
 def write_entropy_file(path, values, labels, with_pass1=True):
@@ -256,6 +256,27 @@ def test_plot_examples_puts_prediction_pseudo_labels_and_ground_truth_side_by_si
     assert width == 4 * 260 and height > 2 * 130
     with pytest.raises(ValueError, match="plot_examples images=0 must be an integer >= 1"):
         plot_maps.ExamplesPlotParams.from_rule({**params.as_dict(), "images": 0})
+
+
+# The Cityscapes colours of road, building, pole, vegetation, sky, person, car (cityscapesScripts' `labels.py`): the
+# 7 Mapillary classes flat, construction, object, nature, sky, human, vehicle are drawn in them.
+CITYSCAPES_RGB_OF_7 = [(128, 64, 128), (70, 70, 70), (153, 153, 153), (107, 142, 35), (70, 130, 180), (220, 20, 60)]
+CITYSCAPES_RGB_OF_7.append((0, 0, 142))
+
+
+def test_a_7_class_label_map_is_drawn_in_the_cityscapes_colours_of_its_classes(tmp_path, monkeypatch):
+    label = np.array([[0, 1, 2, 3], [4, 5, 6, 255]], dtype=np.uint8)
+    want = np.array([CITYSCAPES_RGB_OF_7[:4], CITYSCAPES_RGB_OF_7[4:] + [(0, 0, 0)]], dtype=np.uint8)
+    np.testing.assert_array_equal(plot_maps._colour(label, 7), want)
+
+    figures = []
+    monkeypatch.setattr(plot_maps, "save_figure", lambda fig, path, prov=None: figures.append(fig))
+    rows = [{"name": "img0", "pictures": {"prediction": label}}]
+    plot_maps.plot_examples(rows, ["prediction"], tmp_path / "examples.png", 7)
+    handles = figures[0].legends[0].legend_handles
+    assert [h.get_label() for h in handles] == [*plot_maps.label_space(7).names, "ignored (255)"]
+    got = [tuple(round(255 * x) for x in h.get_facecolor()[:3]) for h in handles]
+    assert got == [*CITYSCAPES_RGB_OF_7, (0, 0, 0)]
 
 
 # ---- the workflow's plots and the report in a browser ----------------------------------------------------------

@@ -6,7 +6,7 @@ import signal
 
 import pytest
 import torch
-from helpers import cli, train_spec, write_spec
+from helpers import cli, run_here, train_spec, write_spec
 
 from esl.runtime.resume import EXIT_PREEMPTED, ResumeError, ResumeFile, StopSignals, rng_state, set_rng_state
 from esl.stages.train import launch, run
@@ -32,17 +32,6 @@ def finish(proc):
     out = proc.stdout.read()
     proc.wait(timeout=60)
     return out
-
-
-def run_here(spec):
-    """Run a job in this process (same single thread as the subprocesses); returns its log."""
-    threads = torch.get_num_threads()
-    log = io.StringIO()
-    try:
-        assert run(spec, log=log) == 0, log.getvalue()
-    finally:
-        torch.set_num_threads(threads)
-    return log.getvalue()
 
 
 def final_losses(log: str) -> list[str]:

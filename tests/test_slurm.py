@@ -131,7 +131,8 @@ def test_every_job_ran_once_inside_a_slurm_job(slurm_run):
         commands = [line for line in text.splitlines() if "Command:" in line and "--executor slurm-jobstep" in line]
         assert len(commands) == 1, f"{log}: {len(commands)} jobstep commands"
         targets = re.search(r"--target-jobs (.*?) --", commands[0]).group(1).split()
-        ran.update(t.rstrip(":") for t in targets)
+        # a single run's empty seed_dir wildcard (config seeds) is left out of job_name's spelling
+        ran.update(re.sub(r"(?<=[:,])seed_dir=(,|$)", "", t).rstrip(":,") for t in targets)
         assert "Finished jobid" in text, log
     assert ran == Counter(planned)
 

@@ -10,8 +10,8 @@ import pytest
 import torch
 import yaml
 from conftest import REPO, SNAKEMAKE, TINY, dry_run, job_name, planned_jobs, write_config
-from helpers import cli, train_spec, write_spec
-from test_resume import finish, run_here, run_until, weights
+from helpers import cli, run_here, train_spec, write_spec
+from test_resume import finish, run_until, weights
 from test_workflow import refused
 
 from esl.io.tables import read_csv

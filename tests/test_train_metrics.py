@@ -8,20 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from helpers import train_spec
+from helpers import run_here, train_spec
 
 from esl.stages.train import run
-from esl.stages.train_job import TrainJob
-
-
-def run_here(job: TrainJob) -> str:
-    threads = torch.get_num_threads()
-    log = io.StringIO()
-    try:
-        assert run(job, log=log) == 0, log.getvalue()
-    finally:
-        torch.set_num_threads(threads)
-    return log.getvalue()
 
 
 def test_every_iteration_has_a_row_with_the_poly_rate_and_the_losses_the_log_averages(tmp_path):

@@ -121,7 +121,18 @@ def canonical(value):
 
 EXPERIMENT = config["experiment"]
 RESULTS = f"results/{EXPERIMENT}"
-LOGS = f"{RESULTS}/logs"
+LOGS = f"{RESULTS}/logs"  # the shared jobs' logs (toy, index, summary_seeds)
+# Seeds (config seeds): one run of the pipeline per entry. With two or more, each seed's artifacts live under
+# RESULTS/seed{s}/: the wildcard {seed_dir} is "seed{s}/" in every seed-dependent path, "" for a single run and for
+# what the seeds share; one pattern serves both, so a single run keeps its paths (docs/ARCHITECTURE.md, "Seeds").
+SEEDS = config.get("seeds")
+MULTI_SEED = bool(SEEDS) and len(SEEDS) > 1
+SEED_DIRS = [f"seed{s}/" for s in SEEDS] if MULTI_SEED else [""]
+RUN = f"{RESULTS}/{{seed_dir}}"  # the prefix of a seed-dependent output pattern
+RUN_LOGS = f"{RUN}logs"
+# A given pretrain.checkpoint is adopted, not trained: no seed affects it, so the pretrained model and what is made
+# from it alone (its inference, entropy maps, round-1 pseudo-labels, evaluation, plots) are made once for all seeds.
+PRETRAIN_SEEDED = not config["pretrain"].get("checkpoint")
 ENV = "../../envs/esl.yaml"
 METHODS = list(config["pseudo_labels"]["methods"])
 ROUNDS = int(config["selftrain"]["rounds"])
@@ -139,6 +150,7 @@ MODEL_PATTERN = r"pretrain|[a-z]+_r\d+"
 
 
 wildcard_constraints:
+    seed_dir=f"(?:{'|'.join(SEED_DIRS)})?" if MULTI_SEED else "(?:)",  # (?:): empty only
     model=MODEL_PATTERN,
     method=r"[a-z]+",
     k=r"\d+",
@@ -151,14 +163,46 @@ def toy_manifest():
     return [f"{toy['root']}/manifest.csv"] if toy else []
 
 
-def model_dir(model):
-    return (
-        f"{RESULTS}/pretrain" if model == "pretrain" else f"{RESULTS}/selftrain/{model}"
-    )
+def seed_dir_of(model, seed_dir):
+    """The {seed_dir} of `model`'s artifacts (and of the pseudo-labels made from it) in the run `seed_dir`: "" for a
+    pretrained model no seed affects (shared by the seeds)."""
+    return seed_dir if PRETRAIN_SEEDED or model != "pretrain" else ""
 
 
-def checkpoint_path(model):
-    return f"{model_dir(model)}/model.pt"
+def at(model, seed_dir):
+    """The results prefix of `model`'s artifacts in the run `seed_dir` (an input function's wc.seed_dir)."""
+    return f"{RESULTS}/{seed_dir_of(model, seed_dir)}"
+
+
+def run_seed(seed_dir):
+    """The run seed of `seed_dir`: its entry of config seeds; None without config seeds (the sections' own seeds)."""
+    if seed_dir:
+        return int(seed_dir.removeprefix("seed").removesuffix("/"))
+    if MULTI_SEED:
+        raise WorkflowError(
+            f"config seeds={SEEDS}: the seed-dependent artifacts are made under {RESULTS}/seed<s>/, not in"
+            f" {RESULTS}/; ask for e.g. {RESULTS}/seed{SEEDS[0]}/summary.csv"
+        )
+    return SEEDS[0] if SEEDS else None
+
+
+def train_params(section, seed_dir):
+    """config[section] (pretrain | selftrain) for the run `seed_dir`: `seed` set to the run seed (a given
+    pretrain.checkpoint keeps the section as it is: no seed affects it)."""
+    train = canonical(config[section])
+    if section == "pretrain" and not PRETRAIN_SEEDED:
+        return train
+    seed = run_seed(seed_dir)
+    return train if seed is None else canonical({**train, "seed": seed})
+
+
+def model_dir(model, run=RUN):
+    """`run`: a results prefix, RUN in output patterns, at(model, wc.seed_dir) in input functions."""
+    return f"{run}pretrain" if model == "pretrain" else f"{run}selftrain/{model}"
+
+
+def checkpoint_path(model, run=RUN):
+    return f"{model_dir(model, run)}/model.pt"
 
 
 def stage_section(model):
@@ -180,10 +224,10 @@ def snapshot_iterations(model):
     return list(range(every, last, every)) if every > 0 and last else []
 
 
-def snapshot_paths(model):
+def snapshot_paths(model, run=RUN):
     """Also with wildcards: snapshot_paths("{method}_r{k}") are the selftrain rule's outputs."""
     return [
-        f"{model_dir(model)}/snapshots/iter_{i:06d}.pt"
+        f"{model_dir(model, run)}/snapshots/iter_{i:06d}.pt"
         for i in snapshot_iterations(model)
     ]
 
@@ -196,10 +240,10 @@ def named_snapshot_paths(model):
     }
 
 
-def candidates(model):
+def candidates(model, run):
     """(iteration, checkpoint) of every model a choice picks from: the snapshots, then the final model."""
-    return list(zip(snapshot_iterations(model), snapshot_paths(model))) + [
-        (final_iteration(model), checkpoint_path(model))
+    return list(zip(snapshot_iterations(model), snapshot_paths(model, run))) + [
+        (final_iteration(model), checkpoint_path(model, run))
     ]
 
 
@@ -207,11 +251,12 @@ def has_snapshots(model):
     return bool(snapshot_iterations(model))
 
 
-def chosen_checkpoint(model, choice):
-    """The checkpoint `choice` (final | selected | best) of `model` stands for."""
+def chosen_checkpoint(model, choice, seed_dir):
+    """The checkpoint `choice` (final | selected | best) of `model` stands for in the run `seed_dir`."""
+    run = at(model, seed_dir)
     if choice == "final" or not has_snapshots(model):
-        return checkpoint_path(model)
-    return f"{RESULTS}/chosen/{model}_{choice}.pt"
+        return checkpoint_path(model, run)
+    return f"{run}chosen/{model}_{choice}.pt"
 
 
 for _key, _choice in (
@@ -265,8 +310,19 @@ def ensembles():
 ENSEMBLES = ensembles()
 
 
-def member_checkpoint(member):
-    return checkpoint_path(member) if member in MODELS else member
+def labels_home(labels, seed_dir):
+    """The results prefix of the pseudo-label set `labels` ({method}_r{k}): its source model's (previous_model)."""
+    method, k = labels.rsplit("_r", 1)
+    return at(previous_model(method, k), seed_dir)
+
+
+def seed_labels(labels):
+    """A report item's labels, with its run (seed_dir) when there are several seeds, so the report tells them apart."""
+    return {**labels, "run": "{seed_dir}"} if MULTI_SEED else labels
+
+
+def member_checkpoint(member, seed_dir):
+    return checkpoint_path(member, at(member, seed_dir)) if member in MODELS else member
 
 
 def previous_model(method, k):

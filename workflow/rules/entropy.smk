@@ -3,19 +3,19 @@
 
 rule entropy:
     input:
-        logits=f"{RESULTS}/infer/{{model}}.h5",
+        logits=f"{RUN}infer/{{model}}.h5",
         index=f"{RESULTS}/index/target_train.csv",
     output:
-        h5=f"{RESULTS}/entropy/{{model}}.h5",
+        h5=f"{RUN}entropy/{{model}}.h5",
         pictures=report(
-            directory(f"{RESULTS}/entropy/{{model}}_pictures"),
+            directory(f"{RUN}entropy/{{model}}_pictures"),
             patterns=["{name}.png"],
             caption="../report/entropy.rst",
             category="Entropy maps",
-            subcategory="{model}",
+            subcategory="{seed_dir}{model}",
         ),
     log:
-        f"{LOGS}/entropy_{{model}}.log",
+        f"{RUN_LOGS}/entropy_{{model}}.log",
     conda:
         ENV
     threads: 2

@@ -3,17 +3,17 @@
 
 rule evaluate:
     input:
-        model=lambda wc: checkpoint_path(wc.model),
+        model=lambda wc: checkpoint_path(wc.model, at(wc.model, wc.seed_dir)),
         index=f"{RESULTS}/index/target_val.csv",
     output:
         report(
-            f"{RESULTS}/eval/{{model}}.csv",
+            f"{RUN}eval/{{model}}.csv",
             caption="../report/eval.rst",
             category="Per-class IoU",
-            labels={"model": "{model}"},
+            labels=seed_labels({"model": "{model}"}),
         ),
     log:
-        f"{LOGS}/evaluate_{{model}}.log",
+        f"{RUN_LOGS}/evaluate_{{model}}.log",
     conda:
         ENV
     threads: 2
@@ -33,22 +33,25 @@ rule evaluate:
 rule evaluate_snapshots:
     input:
         # the snapshots (pretrain/selftrain.snapshot_every), then the final model
-        candidates=lambda wc: [path for _, path in candidates(wc.model)],
+        candidates=lambda wc: [
+            path for _, path in candidates(wc.model, at(wc.model, wc.seed_dir))
+        ],
         val=f"{RESULTS}/index/target_val.csv",
         train=f"{RESULTS}/index/target_train.csv",
     output:
-        f"{RESULTS}/eval/{{model}}_snapshots.csv",
+        f"{RUN}eval/{{model}}_snapshots.csv",
     log:
-        f"{LOGS}/evaluate_snapshots_{{model}}.log",
+        f"{RUN_LOGS}/evaluate_snapshots_{{model}}.log",
     conda:
         ENV
     threads: 2
     resources:
         gpu=1,
         mem_mb=8000,
-        runtime=lambda wc: 30 + 10 * len(candidates(wc.model)),
+        runtime=lambda wc: 40 + 10 * len(snapshot_iterations(wc.model)),
     params:
-        iterations=lambda wc: [i for i, _ in candidates(wc.model)],
+        iterations=lambda wc: snapshot_iterations(wc.model)
+        + [final_iteration(wc.model)],
         target=input_params("target"),
         batch_size=config["evaluate"]["batch_size"],
         num_workers=config["infer"].get("num_workers", 0),  # decoding 3,475 images per snapshot at paper scale
@@ -60,12 +63,14 @@ rule evaluate_snapshots:
 
 rule select_model:
     input:
-        table=f"{RESULTS}/eval/{{model}}_snapshots.csv",
-        candidates=lambda wc: [path for _, path in candidates(wc.model)],
+        table=f"{RUN}eval/{{model}}_snapshots.csv",
+        candidates=lambda wc: [
+            path for _, path in candidates(wc.model, at(wc.model, wc.seed_dir))
+        ],
     output:
-        f"{RESULTS}/chosen/{{model}}_{{choice}}.pt",
+        f"{RUN}chosen/{{model}}_{{choice}}.pt",
     log:
-        f"{LOGS}/select_model_{{model}}_{{choice}}.log",
+        f"{RUN_LOGS}/select_model_{{model}}_{{choice}}.log",
     wildcard_constraints:
         choice="best|selected",
     conda:
@@ -77,7 +82,8 @@ rule select_model:
     params:
         choice=lambda wc: wc.choice,
         selection=SELECTION,
-        iterations=lambda wc: [i for i, _ in candidates(wc.model)],
+        iterations=lambda wc: snapshot_iterations(wc.model)
+        + [final_iteration(wc.model)],
     message:
         "Choosing the {wildcards.choice} snapshot of {wildcards.model}"
     script:
@@ -89,13 +95,14 @@ if ENSEMBLES:
     rule evaluate_ensemble:
         input:
             models=lambda wc: [
-                member_checkpoint(m) for m in ENSEMBLES[wc.ensemble]["models"]
+                member_checkpoint(m, wc.seed_dir)
+                for m in ENSEMBLES[wc.ensemble]["models"]
             ],
             index=f"{RESULTS}/index/target_val.csv",
         output:
-            f"{RESULTS}/eval/{{ensemble}}.csv",
+            f"{RUN}eval/{{ensemble}}.csv",
         log:
-            f"{LOGS}/evaluate_{{ensemble}}.log",
+            f"{RUN_LOGS}/evaluate_{{ensemble}}.log",
         wildcard_constraints:
             ensemble="|".join(re.escape(name) for name in ENSEMBLES),
         conda:
@@ -118,22 +125,27 @@ if ENSEMBLES:
 
 rule summary:
     input:
-        evals=expand(f"{RESULTS}/eval/{{model}}.csv", model=MODELS + list(ENSEMBLES)),
-        quality=expand(
-            f"{RESULTS}/pseudo_labels/{{model}}_quality.csv", model=SELFTRAINED
-        ),
-        snapshots=expand(
-            f"{RESULTS}/eval/{{model}}_snapshots.csv",
-            model=[m for m in MODELS if has_snapshots(m)],
-        ),
+        evals=lambda wc: [
+            f"{at(m, wc.seed_dir)}eval/{m}.csv" for m in MODELS + list(ENSEMBLES)
+        ],
+        quality=lambda wc: [
+            f"{labels_home(s, wc.seed_dir)}pseudo_labels/{s}_quality.csv"
+            for s in SELFTRAINED
+        ],
+        snapshots=lambda wc: [
+            f"{at(m, wc.seed_dir)}eval/{m}_snapshots.csv"
+            for m in MODELS
+            if has_snapshots(m)
+        ],
     output:
         report(
-            f"{RESULTS}/summary.csv",
+            f"{RUN}summary.csv",
             caption="../report/summary.rst",
             category="Summary",
+            labels={"table": "summary", "run": "{seed_dir}"} if MULTI_SEED else None,
         ),
     log:
-        f"{LOGS}/summary.log",
+        f"{RUN_LOGS}/summary.log",
     conda:
         ENV
     threads: 1
@@ -148,3 +160,30 @@ rule summary:
         "Summary over all models"
     script:
         "../scripts/summary.py"
+
+
+# config seeds: every seed's summary side by side (rule all asks for it with two or more seeds)
+rule summary_seeds:
+    input:
+        summaries=[f"{RESULTS}/{sd}summary.csv" for sd in SEED_DIRS],
+    output:
+        report(
+            f"{RESULTS}/summary_seeds.csv",
+            caption="../report/summary_seeds.rst",
+            category="Summary",
+            labels={"table": "over seeds"},
+        ),
+    log:
+        f"{LOGS}/summary_seeds.log",
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    params:
+        seeds=[run_seed(sd) for sd in SEED_DIRS],
+    message:
+        f"Summary over the seeds {SEEDS}"
+    script:
+        "../scripts/summary_seeds.py"

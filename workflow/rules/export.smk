@@ -10,12 +10,14 @@ EXPORT = config.get("export") or {}
 rule export:
     input:
         # export.from: the final model, or the snapshot `selected`/`best` (evaluate.smk, select_model)
-        model=lambda wc: chosen_checkpoint(wc.model, EXPORT.get("from", "final")),
+        model=lambda wc: chosen_checkpoint(
+            wc.model, EXPORT.get("from", "final"), wc.seed_dir
+        ),
         index=f"{RESULTS}/index/{{split}}.csv",
     output:
-        f"{RESULTS}/export/{{model}}_{{split}}.zip",
+        f"{RUN}export/{{model}}_{{split}}.zip",
     log:
-        f"{LOGS}/export_{{model}}_{{split}}.log",
+        f"{RUN_LOGS}/export_{{model}}_{{split}}.log",
     wildcard_constraints:
         split="target_train|target_val|target_test",
     conda:

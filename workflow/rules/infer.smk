@@ -13,16 +13,16 @@ SHARD = ".{scatteritem}" if SHARDS > 1 else ""
 
 rule infer:
     input:
-        model=lambda wc: chosen_checkpoint(wc.model, LABELS_FROM),
+        model=lambda wc: chosen_checkpoint(wc.model, LABELS_FROM, wc.seed_dir),
         index=f"{RESULTS}/index/target_train.csv",
     output:
         (
-            temp(f"{RESULTS}/infer/{{model}}{SHARD}.h5")
+            temp(f"{RUN}infer/{{model}}{SHARD}.h5")
             if SHARDS > 1
-            else f"{RESULTS}/infer/{{model}}.h5"
+            else f"{RUN}infer/{{model}}.h5"
         ),
     log:
-        f"{LOGS}/infer_{{model}}{SHARD}.log",
+        f"{RUN_LOGS}/infer_{{model}}{SHARD}.log",
     conda:
         ENV
     threads: 2
@@ -56,13 +56,13 @@ if SHARDS > 1:
         input:
             # 1-of-K ... K-of-K, in order
             shards=lambda wc: gather.infer(
-                f"{RESULTS}/infer/{wc.model}.{{scatteritem}}.h5"
+                f"{RESULTS}/{wc.seed_dir}infer/{wc.model}.{{scatteritem}}.h5"
             ),
             index=f"{RESULTS}/index/target_train.csv",
         output:
-            f"{RESULTS}/infer/{{model}}.h5",
+            f"{RUN}infer/{{model}}.h5",
         log:
-            f"{LOGS}/infer_{{model}}_gather.log",
+            f"{RUN_LOGS}/infer_{{model}}_gather.log",
         conda:
             ENV
         threads: 1

@@ -15,11 +15,11 @@ rule pretrain:
         checkpoint=config["pretrain"].get("checkpoint") or [],
     output:
         **named_snapshot_paths("pretrain"),
-        model=f"{RESULTS}/pretrain/model.pt",
+        model=f"{RUN}pretrain/model.pt",
         # the training curve: iteration, lr, each loss term, images/s (header only for a given checkpoint)
-        metrics=f"{RESULTS}/pretrain/metrics.csv",
+        metrics=f"{RUN}pretrain/metrics.csv",
     log:
-        f"{LOGS}/pretrain.log",
+        f"{RUN_LOGS}/pretrain.log",
     # With --cache and $SNAKEMAKE_OUTPUT_CACHE set, experiments with the same pretraining settings and data share one
     # model (docs/CLUSTER.md). The key hashes this script, the params and a given checkpoint file, plus the upstream
     # jobs' scripts and params (not their output files, not the experiment name); "omit-software": not the conda env.
@@ -33,7 +33,7 @@ rule pretrain:
         runtime=24 * 60,
     params:
         model=model_params(),
-        train=canonical(config["pretrain"]),
+        train=lambda wc: train_params("pretrain", wc.seed_dir),  # config seeds: the run's seed
         source=input_params("source"),
         target=(
             input_params("target")

@@ -3,24 +3,25 @@
 
 rule pseudo_labels:
     input:
-        entropy=lambda wc: f"{RESULTS}/entropy/{previous_model(wc.method, wc.k)}.h5",
+        # the job's seed_dir is already the previous model's (the consumers ask for at(previous model, seed))
+        entropy=lambda wc: f"{RESULTS}/{wc.seed_dir}entropy/{previous_model(wc.method, wc.k)}.h5",
         index=f"{RESULTS}/index/target_train.csv",
     output:
-        h5=f"{RESULTS}/pseudo_labels/{{method}}_r{{k}}.h5",
+        h5=f"{RUN}pseudo_labels/{{method}}_r{{k}}.h5",
         thresholds=report(
-            f"{RESULTS}/pseudo_labels/{{method}}_r{{k}}_thresholds.csv",
+            f"{RUN}pseudo_labels/{{method}}_r{{k}}_thresholds.csv",
             caption="../report/thresholds.rst",
             category="Pseudo-labels",
             subcategory="Thresholds",
         ),
         quality=report(
-            f"{RESULTS}/pseudo_labels/{{method}}_r{{k}}_quality.csv",
+            f"{RUN}pseudo_labels/{{method}}_r{{k}}_quality.csv",
             caption="../report/quality.rst",
             category="Pseudo-labels",
             subcategory="Precision and coverage",
         ),
     log:
-        f"{LOGS}/pseudo_labels_{{method}}_r{{k}}.log",
+        f"{RUN_LOGS}/pseudo_labels_{{method}}_r{{k}}.log",
     conda:
         ENV
     threads: 1

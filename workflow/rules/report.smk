@@ -16,29 +16,46 @@ LABELS_MADE_FROM = {
 ENTROPY_MODELS = [m for m in MODELS if LABELS_MADE_FROM[m]]
 # The images of the examples figure (the first of target-train, in the entropy file's order).
 EXAMPLE_IMAGES = 4
-# Every figure of this file, for `rule all`.
-PLOTS = [
-    f"{RESULTS}/plots/training.png",
-    f"{RESULTS}/plots/miou.png",
-    f"{RESULTS}/plots/class_iou.png",
-    f"{RESULTS}/plots/thresholds.png",
-    f"{RESULTS}/plots/pseudo_label_quality.png",
-    f"{RESULTS}/plots/examples.png",
-] + [f"{RESULTS}/plots/entropy_{m}.png" for m in ENTROPY_MODELS]
+
+# Every figure of this file, for `rule all`, per run (seed_dir); a shared pretrained model's figures are shared (at()).
+PLOTS = list(
+    dict.fromkeys(
+        [
+            f"{RESULTS}/{sd}plots/{name}.png"
+            for sd in SEED_DIRS
+            for name in (
+                "training",
+                "miou",
+                "class_iou",
+                "thresholds",
+                "pseudo_label_quality",
+            )
+        ]
+        + [f"{at('pretrain', sd)}plots/examples.png" for sd in SEED_DIRS]
+        + [
+            f"{at(m, sd)}plots/entropy_{m}.png"
+            for sd in SEED_DIRS
+            for m in ENTROPY_MODELS
+        ]
+    )
+)
+PLOTS += [f"{RESULTS}/plots/seeds.png"] if MULTI_SEED else []
 
 
 rule plot_training:
     input:
-        metrics=[f"{model_dir(m)}/metrics.csv" for m in MODELS],
+        metrics=lambda wc: [
+            f"{model_dir(m, at(m, wc.seed_dir))}/metrics.csv" for m in MODELS
+        ],
     output:
         training=report(
-            f"{RESULTS}/plots/training.png",
+            f"{RUN}plots/training.png",
             caption="../report/plot_training.rst",
             category="Plots",
-            labels={"figure": "training curves"},
+            labels=seed_labels({"figure": "training curves"}),
         ),
     log:
-        f"{LOGS}/plot_training.log",
+        f"{RUN_LOGS}/plot_training.log",
     conda:
         ENV
     threads: 1
@@ -55,22 +72,24 @@ rule plot_training:
 
 rule plot_iou:
     input:
-        evals=expand(f"{RESULTS}/eval/{{model}}.csv", model=MODELS + list(ENSEMBLES)),
+        evals=lambda wc: [
+            f"{at(m, wc.seed_dir)}eval/{m}.csv" for m in MODELS + list(ENSEMBLES)
+        ],
     output:
         miou=report(
-            f"{RESULTS}/plots/miou.png",
+            f"{RUN}plots/miou.png",
             caption="../report/plot_miou.rst",
             category="Plots",
-            labels={"figure": "mIoU per model"},
+            labels=seed_labels({"figure": "mIoU per model"}),
         ),
         classes=report(
-            f"{RESULTS}/plots/class_iou.png",
+            f"{RUN}plots/class_iou.png",
             caption="../report/plot_class_iou.rst",
             category="Plots",
-            labels={"figure": "per-class IoU by model"},
+            labels=seed_labels({"figure": "per-class IoU by model"}),
         ),
     log:
-        f"{LOGS}/plot_iou.log",
+        f"{RUN_LOGS}/plot_iou.log",
     conda:
         ENV
     threads: 1
@@ -87,25 +106,29 @@ rule plot_iou:
 
 rule plot_pseudo_labels:
     input:
-        thresholds=expand(
-            f"{RESULTS}/pseudo_labels/{{s}}_thresholds.csv", s=SELFTRAINED
-        ),
-        quality=expand(f"{RESULTS}/pseudo_labels/{{s}}_quality.csv", s=SELFTRAINED),
+        thresholds=lambda wc: [
+            f"{labels_home(s, wc.seed_dir)}pseudo_labels/{s}_thresholds.csv"
+            for s in SELFTRAINED
+        ],
+        quality=lambda wc: [
+            f"{labels_home(s, wc.seed_dir)}pseudo_labels/{s}_quality.csv"
+            for s in SELFTRAINED
+        ],
     output:
         thresholds=report(
-            f"{RESULTS}/plots/thresholds.png",
+            f"{RUN}plots/thresholds.png",
             caption="../report/plot_thresholds.rst",
             category="Plots",
-            labels={"figure": "pseudo-label thresholds per class"},
+            labels=seed_labels({"figure": "pseudo-label thresholds per class"}),
         ),
         quality=report(
-            f"{RESULTS}/plots/pseudo_label_quality.png",
+            f"{RUN}plots/pseudo_label_quality.png",
             caption="../report/plot_quality.rst",
             category="Plots",
-            labels={"figure": "pseudo-label precision and coverage"},
+            labels=seed_labels({"figure": "pseudo-label precision and coverage"}),
         ),
     log:
-        f"{LOGS}/plot_pseudo_labels.log",
+        f"{RUN_LOGS}/plot_pseudo_labels.log",
     conda:
         ENV
     threads: 1
@@ -122,20 +145,20 @@ rule plot_pseudo_labels:
 
 rule plot_entropy:
     input:
-        entropy=f"{RESULTS}/entropy/{{model}}.h5",
+        entropy=f"{RUN}entropy/{{model}}.h5",
         thresholds=lambda wc: [
-            f"{RESULTS}/pseudo_labels/{s}_thresholds.csv"
+            f"{RESULTS}/{wc.seed_dir}pseudo_labels/{s}_thresholds.csv"
             for s in LABELS_MADE_FROM[wc.model]
         ],
     output:
         histograms=report(
-            f"{RESULTS}/plots/entropy_{{model}}.png",
+            f"{RUN}plots/entropy_{{model}}.png",
             caption="../report/plot_entropy.rst",
             category="Plots",
-            labels={"figure": "entropy histograms per class: {model}"},
+            labels=seed_labels({"figure": "entropy histograms per class: {model}"}),
         ),
     log:
-        f"{LOGS}/plot_entropy_{{model}}.log",
+        f"{RUN_LOGS}/plot_entropy_{{model}}.log",
     conda:
         ENV
     threads: 1
@@ -155,18 +178,20 @@ rule plot_entropy:
 rule plot_examples:
     input:
         # round 1: every method's pseudo-labels of the same prediction (the pretrained model's)
-        entropy=f"{RESULTS}/entropy/pretrain.h5",
-        pseudo=expand(f"{RESULTS}/pseudo_labels/{{m}}_r1.h5", m=METHODS),
+        entropy=f"{RUN}entropy/pretrain.h5",
+        pseudo=[f"{RUN}pseudo_labels/{m}_r1.h5" for m in METHODS],
         index=f"{RESULTS}/index/target_train.csv",
     output:
         examples=report(
-            f"{RESULTS}/plots/examples.png",
+            f"{RUN}plots/examples.png",
             caption="../report/plot_examples.rst",
             category="Plots",
-            labels={"figure": "examples: prediction, pseudo-labels, ground truth"},
+            labels=seed_labels(
+                {"figure": "examples: prediction, pseudo-labels, ground truth"}
+            ),
         ),
     log:
-        f"{LOGS}/plot_examples.log",
+        f"{RUN_LOGS}/plot_examples.log",
     conda:
         ENV
     threads: 1
@@ -186,18 +211,20 @@ rule plot_examples:
 
 rule plot_snapshots:
     input:
-        snapshots=expand(
-            f"{RESULTS}/eval/{{model}}_snapshots.csv",
-            model=[m for m in MODELS if has_snapshots(m)],
-        ),
+        snapshots=lambda wc: [
+            f"{at(m, wc.seed_dir)}eval/{m}_snapshots.csv"
+            for m in MODELS
+            if has_snapshots(m)
+        ],
     output:
         report(
-            f"{RESULTS}/plots/snapshots.png",
+            f"{RUN}plots/snapshots.png",
             caption="../report/snapshots.rst",
             category="Model selection",
+            labels={"run": "{seed_dir}"} if MULTI_SEED else None,
         ),
     log:
-        f"{LOGS}/plot_snapshots.log",
+        f"{RUN_LOGS}/plot_snapshots.log",
     conda:
         ENV
     threads: 1
@@ -211,3 +238,30 @@ rule plot_snapshots:
         "Plotting target-val mIoU against iteration with the final, best and selected models"
     script:
         "../scripts/plot_snapshots.py"
+
+
+# config seeds: each seed's mIoU per model, with the mean ± std (rule all asks for it with two or more seeds)
+rule plot_seeds:
+    input:
+        summaries=[f"{RESULTS}/{sd}summary.csv" for sd in SEED_DIRS],
+    output:
+        seeds=report(
+            f"{RESULTS}/plots/seeds.png",
+            caption="../report/plot_seeds.rst",
+            category="Plots",
+            labels={"figure": "mIoU per model and seed"},
+        ),
+    log:
+        f"{LOGS}/plot_seeds.log",
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    params:
+        seeds=[run_seed(sd) for sd in SEED_DIRS],
+    message:
+        f"Plotting the mIoU per model of the seeds {SEEDS}"
+    script:
+        "../scripts/plot_seeds.py"

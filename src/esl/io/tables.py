@@ -1,4 +1,4 @@
-"""TODO docstring."""
+"""CSV tables with a provenance line: `write_csv` (first line `# provenance: {json}`, atomic), `read_csv` (skips it)."""
 
 from __future__ import annotations
 

@@ -5,6 +5,11 @@ Per dataset of an entropy file (`entropy`, `max_prob`), pass 1 is `StreamingRank
 class: (C, 65536) int64, the high 16 bits of each float32 value. Stored as HDF5 datasets `pass1_{dataset}` (int64,
 one chunk per class, gzip) — an artifact contract (docs/ARCHITECTURE.md): names and dtype must not change.
 A stored histogram for another class count is not used (the stage counts again); a malformed one is refused.
+
+Bucket b of pass 1 holds the values whose bits are in [b << 16, (b + 1) << 16). Every k / 2^j with 2^j <= 128 has at
+most 7 significant bits and so is a bucket boundary: a histogram over 2^j equal bins of [0, 1] is therefore read
+exactly off pass 1 (each bucket lies in one bin), equal to `np.histogram` of the values themselves (`entropy_bins`,
+the report's per-class entropy histograms, rule `plot_entropy`).
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from __future__ import annotations
 import h5py
 import numpy as np
 
-from esl.ops.ranks import StreamingRank
+from esl.ops.ranks import BITS, BUCKETS, StreamingRank
 
 DATASETS = ("entropy", "max_prob")  # the entropy-file maps a threshold rule can rank
 
@@ -74,3 +79,35 @@ class FirstPass:
                 raise ValueError(f"{path}: {dataset_name(key)}: {e}") from None
         first.stored = True
         return first
+
+
+# ---- histograms of [0, 1] read off pass 1 ----------------------------------------------------------------------
+
+BINS = 64  # equal bins of [0, 1]: exact from pass 1 for any power of two up to 128
+
+
+ONE_BUCKET = int(np.float32(1.0).view(np.uint32)) >> BITS  # the bucket starting at 1.0, the entropy's maximum
+
+
+def bucket_floors(count: int = ONE_BUCKET + 1) -> np.ndarray:
+    """(count,) float64: the smallest float32 value of each of the first `count` pass-1 buckets (bits b << 16); the
+    default covers [0, 1]."""
+    bits = np.arange(count, dtype=np.uint32) << np.uint32(BITS)
+    return bits.view(np.float32).astype(np.float64)
+
+
+def entropy_bins(hist_hi: np.ndarray, bins: int = BINS) -> np.ndarray:
+    """(C, bins) int64 pixel counts per predicted class over `bins` equal bins of [0, 1] (the last one closed, as
+    `np.histogram`), from pass-1 histograms (C, 65536) of values in [0, 1]; exact for `bins` a power of two <= 128.
+    A count outside [0, 1] (a bucket above 1.0's, or a negative/NaN pattern) is refused: not normalised entropy."""
+    hist_hi = np.asarray(hist_hi, dtype=np.int64)
+    if hist_hi.ndim != 2 or hist_hi.shape[1] != BUCKETS:
+        raise ValueError(f"pass-1 histograms must be (C, {BUCKETS}), got {hist_hi.shape}")
+    if bins < 1 or bins > 128 or bins & (bins - 1):
+        raise ValueError(f"bins={bins} must be a power of two <= 128 (bin edges on bucket boundaries)")
+    if hist_hi[:, ONE_BUCKET + 1 :].any():
+        raise ValueError("pass-1 histograms count values outside [0, 1]: not normalised entropy")
+    # bucket -> bin, non-decreasing (positive floats order like their bits); 1.0 goes into the last bin
+    index = np.minimum(np.floor(bucket_floors() * bins).astype(np.int64), bins - 1)
+    starts = np.searchsorted(index, np.arange(bins))  # every bin holds buckets: none is empty
+    return np.add.reduceat(hist_hi[:, : ONE_BUCKET + 1], starts, axis=1)

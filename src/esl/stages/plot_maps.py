@@ -2,10 +2,8 @@
 histograms of a model, from the pass-1 histograms the entropy stage stored: no new pass over the maps) and
 `plot_examples` (a few target images with the prediction, the pseudo-labels of each method and the ground truth).
 
-Pass 1 (`esl.ops.histograms`) counts, per predicted class, the high 16 bits of each float32 entropy's bit pattern:
-bucket b holds the values whose bits are in [b << 16, (b + 1) << 16). Every k / 2^j with 2^j <= 128 has at most 7
-significant bits and so is a bucket boundary: a histogram over 2^j equal bins of [0, 1] is therefore read exactly off
-pass 1 (each bucket lies in one bin), equal to `np.histogram` of the values themselves (`entropy_bins`).
+The histograms are read exactly off pass 1 by `esl.ops.histograms.entropy_bins`; label maps of any known label space
+(19, 16 or 7 classes) are drawn in the Cityscapes colours (`esl.io.labels.shown_as_19`).
 """
 
 from __future__ import annotations
@@ -21,46 +19,16 @@ from matplotlib.ticker import NullFormatter
 
 from esl.io.h5 import open_h5, read_names, require_datasets
 from esl.io.images import read_image, read_label
-from esl.io.labels import IGNORE, PALETTE, colorize, label_space, to_19_classes
+from esl.io.labels import IGNORE, PALETTE, colorize, label_space, shown_as_19
 from esl.io.layouts import LAYOUTS, read_index
 from esl.io.tables import read_csv
-from esl.ops.histograms import FirstPass
-from esl.ops.ranks import BITS, BUCKETS
+from esl.ops.histograms import FirstPass, entropy_bins
 from esl.ops.thresholds import METHODS
 from esl.stages.params import StageParams, check_int, named
 from esl.stages.plots import _prov, colours
 from esl.stages.report import save_figure
 
 matplotlib.use("Agg")  # no display on cluster nodes
-
-BINS = 64  # equal bins of [0, 1]: exact from pass 1 for any power of two up to 128
-
-
-ONE_BUCKET = int(np.float32(1.0).view(np.uint32)) >> BITS  # the bucket starting at 1.0, the entropy's maximum
-
-
-def bucket_floors(count: int = ONE_BUCKET + 1) -> np.ndarray:
-    """(count,) float64: the smallest float32 value of each of the first `count` pass-1 buckets (bits b << 16); the
-    default covers [0, 1]."""
-    bits = np.arange(count, dtype=np.uint32) << np.uint32(BITS)
-    return bits.view(np.float32).astype(np.float64)
-
-
-def entropy_bins(hist_hi: np.ndarray, bins: int = BINS) -> np.ndarray:
-    """(C, bins) int64 pixel counts per predicted class over `bins` equal bins of [0, 1] (the last one closed, as
-    `np.histogram`), from pass-1 histograms (C, 65536) of values in [0, 1]; exact for `bins` a power of two <= 128.
-    A count outside [0, 1] (a bucket above 1.0's, or a negative/NaN pattern) is refused: not normalised entropy."""
-    hist_hi = np.asarray(hist_hi, dtype=np.int64)
-    if hist_hi.ndim != 2 or hist_hi.shape[1] != BUCKETS:
-        raise ValueError(f"pass-1 histograms must be (C, {BUCKETS}), got {hist_hi.shape}")
-    if bins < 1 or bins > 128 or bins & (bins - 1):
-        raise ValueError(f"bins={bins} must be a power of two <= 128 (bin edges on bucket boundaries)")
-    if hist_hi[:, ONE_BUCKET + 1 :].any():
-        raise ValueError("pass-1 histograms count values outside [0, 1]: not normalised entropy")
-    # bucket -> bin, non-decreasing (positive floats order like their bits); 1.0 goes into the last bin
-    index = np.minimum(np.floor(bucket_floors() * bins).astype(np.int64), bins - 1)
-    starts = np.searchsorted(index, np.arange(bins))  # every bin holds buckets: none is empty
-    return np.add.reduceat(hist_hi[:, : ONE_BUCKET + 1], starts, axis=1)
 
 
 def read_pass1_entropy(path, num_classes: int) -> np.ndarray:
@@ -123,10 +91,9 @@ def plot_entropy_histograms(
 
 
 def _colour(label: np.ndarray, num_classes: int) -> np.ndarray:
-    """RGB picture of a label map of `num_classes` classes (16: SYNTHIA's, drawn in the Cityscapes colours)."""
-    if num_classes == 16:
-        label = to_19_classes(label)
-    return colorize(label)
+    """RGB picture of a label map of `num_classes` classes, in the Cityscapes colours of the trainIds that show its
+    classes (`shown_as_19`: 16 SYNTHIA's, 7 Mapillary's, 19 as they are); ignored pixels black."""
+    return colorize(shown_as_19(label, num_classes))
 
 
 def plot_examples(panels: list[dict], columns: list[str], path, num_classes: int, prov: dict | None = None) -> None:
@@ -158,7 +125,7 @@ def plot_examples(panels: list[dict], columns: list[str], path, num_classes: int
             if j == 0:
                 ax.set_ylabel(row["name"], fontsize=7)
     shown = sorted(c for c in shown if c < num_classes)
-    ids = to_19_classes(np.array(shown, dtype=np.uint8)) if num_classes == 16 else np.array(shown, dtype=np.int64)
+    ids = shown_as_19(np.array(shown, dtype=np.int64), num_classes)
     handles = [Patch(color=PALETTE[i] / 255.0, label=names[c]) for c, i in zip(shown, ids)]
     handles.append(Patch(color="black", label="ignored (255)"))
     fig.legend(handles=handles, loc="lower center", fontsize=7, ncol=min(len(handles), 10), frameon=False)
