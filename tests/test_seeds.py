@@ -67,6 +67,13 @@ def test_one_seed_has_no_std_and_no_control_leaves_the_column_empty(tmp_path):
     assert table.loc["esl_r2", "mIoU_vs_pretrain_mean"] == pytest.approx(4.0)
 
 
+def test_an_ensemble_is_never_paired_with_the_control_whatever_its_name(tmp_path):
+    rows = [["pretrain", 40.0, 80.0, None], ["my_ens_r1", 44.0, 82.0, None], ["nolabels_r1", 45.0, 81.0, None]]
+    table = seeds.aggregate(seeds.read_summaries([0], [write(tmp_path, "s", summary(rows))]), ["my_ens_r1"])
+    row = table.set_index("model").loc["my_ens_r1"]
+    assert np.isnan(row["mIoU_vs_nolabels_mean"]) and row["mIoU_vs_pretrain_mean"] == pytest.approx(4.0)
+
+
 def test_seeds_with_different_models_are_refused_naming_the_file(tmp_path):
     a = write(tmp_path, "a", summary([["pretrain", 40.0, 80.0, None], ["esl_r1", 44.0, 82.0, 0.9]]))
     b = write(tmp_path, "b", summary([["pretrain", 40.0, 80.0, None]]))
@@ -105,8 +112,9 @@ def test_two_seeds_plan_every_seeded_stage_per_seed_and_share_the_data(tmp_path)
     assert "summary_seeds" in jobs and "plot_seeds" in jobs
     assert jobs["summary_seeds"].params.seeds == [3, 7]
     assert list(jobs["summary_seeds"].input) == ["results/tiny/seed3/summary.csv", "results/tiny/seed7/summary.csv"]
-    # nothing seed-dependent at the top level
-    assert not [n for n in names if n.split(":")[0] in ("pretrain", "selftrain", "evaluate") and "seed_dir" not in n]
+    # nothing but the data and the summary over the seeds at the top level
+    shared = ("all", "toy", "index", "summary_seeds", "plot_seeds")
+    assert [n for n in names if "seed_dir=seed" not in n and not n.startswith(shared)] == []
 
 
 def test_one_seed_keeps_the_single_run_paths_and_sets_the_stage_seeds(tmp_path):
@@ -122,8 +130,9 @@ def test_one_seed_keeps_the_single_run_paths_and_sets_the_stage_seeds(tmp_path):
 
 
 def test_a_given_pretrained_model_and_what_is_made_from_it_are_shared_by_the_seeds(tmp_path):
-    prepare("gta5_to_cityscapes", tmp_path, tiny=True)
-    jobs = jobs_of(tmp_path, {"seeds": [0, 1]})
+    config = prepare("gta5_to_cityscapes", tmp_path, tiny=True)
+    selftrain = {**config["selftrain"], "rounds": 2}
+    jobs = jobs_of(tmp_path, {"seeds": [0, 1], "selftrain": selftrain})
     shared = ["pretrain", "infer:model=pretrain", "entropy:model=pretrain", "evaluate:model=pretrain"]
     shared += ["pseudo_labels:method=esl,k=1", "plot_entropy:model=pretrain", "plot_examples"]
     for name in shared:
@@ -137,6 +146,18 @@ def test_a_given_pretrained_model_and_what_is_made_from_it_are_shared_by_the_see
         assert st.params.train["seed"] == seed
         assert "results/gta5_to_cityscapes/pseudo_labels/esl_r1.h5" in st.input
         assert f"summary:seed_dir=seed{seed}/" in jobs
+        # round 2 is made from the seed's own round-1 model
+        r2 = jobs[f"pseudo_labels:seed_dir=seed{seed}/,method=esl,k=2"]
+        assert list(r2.input)[0] == f"results/gta5_to_cityscapes/seed{seed}/entropy/esl_r1.h5"
+        assert (
+            f"results/gta5_to_cityscapes/seed{seed}/selftrain/esl_r1/model.pt"
+            in jobs[f"infer:seed_dir=seed{seed}/,model=esl_r1"].input
+        )
+    # a seed's copy of the shared model's artifacts is refused, naming where they are
+    for target in ("eval/pretrain.csv", "pseudo_labels/esl_r1.h5", "export/pretrain_target_val.zip"):
+        proc = snakemake(tmp_path, "-n", "--config", "seeds=[0,1]", "--", f"results/gta5_to_cityscapes/seed0/{target}")
+        assert proc.returncode != 0, target
+        assert "pretrain is shared by the seeds" in proc.stdout + proc.stderr, target
 
 
 def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
@@ -155,8 +176,8 @@ def test_a_seeded_artifact_asked_for_at_the_top_is_refused_in_one_line(tmp_path)
 # ---- a real two-seed run ---------------------------------------------------------------------------------------
 
 
-def run_tiny(workdir: Path, seeds: list) -> None:
-    write_config(workdir, {**TINY, "seeds": seeds})
+def run_tiny(workdir: Path, config: dict) -> None:
+    write_config(workdir, {**TINY, **config})
     proc = snakemake(workdir, "--cores", "2", "-q")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
@@ -176,9 +197,9 @@ def test_two_seeds_in_one_call_equal_each_seed_run_alone(tmp_path):
     both, alone = tmp_path / "both", {s: tmp_path / f"alone{s}" for s in (3, 7)}
     for d in (both, *alone.values()):
         d.mkdir()
-    run_tiny(both, [3, 7])
-    for seed, d in alone.items():
-        run_tiny(d, [seed])
+    run_tiny(both, {"seeds": [3, 7]})
+    for seed, d in alone.items():  # alone: the stage seeds set by hand, no config seeds
+        run_tiny(d, {stage: {**TINY[stage], "seed": seed} for stage in ("pretrain", "selftrain")})
     res = both / "results/tiny"
     for seed, d in alone.items():
         one, run = d / "results/tiny", res / f"seed{seed}"

@@ -121,10 +121,12 @@ def canonical(value):
 
 EXPERIMENT = config["experiment"]
 RESULTS = f"results/{EXPERIMENT}"
-LOGS = f"{RESULTS}/logs"  # the shared jobs' logs (toy, index, summary_seeds)
+LOGS = (
+    f"{RESULTS}/logs"  # the shared jobs' logs (toy, index, summary_seeds, plot_seeds)
+)
 # Seeds (config seeds): one run of the pipeline per entry. With two or more, each seed's artifacts live under
 # RESULTS/seed{s}/: the wildcard {seed_dir} is "seed{s}/" in every seed-dependent path, "" for a single run and for
-# what the seeds share; one pattern serves both, so a single run keeps its paths (docs/ARCHITECTURE.md, "Seeds").
+# what the seeds share; one pattern serves both, so a single run keeps its paths (docs/ARCHITECTURE.md, "Several seeds").
 SEEDS = config.get("seeds")
 MULTI_SEED = bool(SEEDS) and len(SEEDS) > 1
 SEED_DIRS = [f"seed{s}/" for s in SEEDS] if MULTI_SEED else [""]
@@ -172,6 +174,22 @@ def seed_dir_of(model, seed_dir):
 def at(model, seed_dir):
     """The results prefix of `model`'s artifacts in the run `seed_dir` (an input function's wc.seed_dir)."""
     return f"{RESULTS}/{seed_dir_of(model, seed_dir)}"
+
+
+def own_seed_dir(model, seed_dir):
+    """`seed_dir` of a job of `model` itself (its inference, evaluation, export); a seed's copy of a model the seeds
+    share is refused (it would redo their shared work under seed{s}/)."""
+    if seed_dir_of(model, seed_dir) != seed_dir:
+        raise WorkflowError(
+            f"{model} is shared by the seeds (a given pretrain.checkpoint, which no seed affects): its artifacts are"
+            f" in {RESULTS}/, not {RESULTS}/{seed_dir}; ask for them there"
+        )
+    return seed_dir
+
+
+def own(model, seed_dir):
+    """The results prefix of a job of `model` itself (own_seed_dir)."""
+    return f"{RESULTS}/{own_seed_dir(model, seed_dir)}"
 
 
 def run_seed(seed_dir):

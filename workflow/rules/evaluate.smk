@@ -3,7 +3,7 @@
 
 rule evaluate:
     input:
-        model=lambda wc: checkpoint_path(wc.model, at(wc.model, wc.seed_dir)),
+        model=lambda wc: checkpoint_path(wc.model, own(wc.model, wc.seed_dir)),
         index=f"{RESULTS}/index/target_val.csv",
     output:
         report(
@@ -34,7 +34,7 @@ rule evaluate_snapshots:
     input:
         # the snapshots (pretrain/selftrain.snapshot_every), then the final model
         candidates=lambda wc: [
-            path for _, path in candidates(wc.model, at(wc.model, wc.seed_dir))
+            path for _, path in candidates(wc.model, own(wc.model, wc.seed_dir))
         ],
         val=f"{RESULTS}/index/target_val.csv",
         train=f"{RESULTS}/index/target_train.csv",
@@ -65,7 +65,7 @@ rule select_model:
     input:
         table=f"{RUN}eval/{{model}}_snapshots.csv",
         candidates=lambda wc: [
-            path for _, path in candidates(wc.model, at(wc.model, wc.seed_dir))
+            path for _, path in candidates(wc.model, own(wc.model, wc.seed_dir))
         ],
     output:
         f"{RUN}chosen/{{model}}_{{choice}}.pt",
@@ -183,6 +183,7 @@ rule summary_seeds:
         runtime=10,
     params:
         seeds=[run_seed(sd) for sd in SEED_DIRS],
+        ensembles=list(ENSEMBLES),
     message:
         f"Summary over the seeds {SEEDS}"
     script:

@@ -1,6 +1,7 @@
 # Predictions for a benchmark server (config `export`): a model's labels on a target split, zipped as the Cityscapes or
 # ACDC server takes them. Not part of `all`: ask for the file, e.g.
 #   snakemake --cores 2 results/{experiment}/export/esl_r1_target_test.zip
+# (with several seeds, results/{experiment}/seed{s}/export/...: each seed's model)
 # target_test is the target dataset's split `export.split` (common.smk, split_params); an unlabelled split (acdc's
 # test) is indexed without labels.
 
@@ -11,7 +12,7 @@ rule export:
     input:
         # export.from: the final model, or the snapshot `selected`/`best` (evaluate.smk, select_model)
         model=lambda wc: chosen_checkpoint(
-            wc.model, EXPORT.get("from", "final"), wc.seed_dir
+            wc.model, EXPORT.get("from", "final"), own_seed_dir(wc.model, wc.seed_dir)
         ),
         index=f"{RESULTS}/index/{{split}}.csv",
     output:

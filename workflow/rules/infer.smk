@@ -13,7 +13,9 @@ SHARD = ".{scatteritem}" if SHARDS > 1 else ""
 
 rule infer:
     input:
-        model=lambda wc: chosen_checkpoint(wc.model, LABELS_FROM, wc.seed_dir),
+        model=lambda wc: chosen_checkpoint(
+            wc.model, LABELS_FROM, own_seed_dir(wc.model, wc.seed_dir)
+        ),
         index=f"{RESULTS}/index/target_train.csv",
     output:
         (

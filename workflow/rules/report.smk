@@ -261,6 +261,7 @@ rule plot_seeds:
         runtime=10,
     params:
         seeds=[run_seed(sd) for sd in SEED_DIRS],
+        ensembles=list(ENSEMBLES),
     message:
         f"Plotting the mIoU per model of the seeds {SEEDS}"
     script:

@@ -5,6 +5,18 @@ import sys
 
 sys.stderr = sys.stdout = open(snakemake.log[0], "w", buffering=1)
 
-from esl.stages.train import run_rule
+from esl.io.provenance import provenance
+from esl.stages.train import launch
+from esl.stages.train_job import TrainJob
 
-sys.exit(run_rule("selftrain", snakemake.params, snakemake.input, snakemake.output, snakemake.threads))
+p = snakemake.params
+job = TrainJob.from_rule(
+    "selftrain",
+    p,
+    snakemake.input,
+    snakemake.output.model,
+    provenance=provenance(dict(p.items()), snakemake.input),
+    threads=snakemake.threads,
+    metrics=snakemake.output.metrics,
+)
+sys.exit(launch(job))

@@ -3,15 +3,18 @@
 
 `summary_seeds.csv` has one row per model (and ensemble), in the summaries' order: `n` (seeds), then `{col}_mean`
 and `{col}_std` (sample std, ddof 1; empty for one seed) of mIoU (and mIoU-13), every per-class IoU, the pseudo-label
-precision and coverage and the best/selected snapshots' mIoU; then the paired differences, per seed, of the model's
-mIoU (and mIoU-13) against `pretrain` of the same seed (`{metric}_vs_pretrain_mean/_std`) and against the no-labels
-control of the same round (`nolabels_r{k}`, `{metric}_vs_nolabels_mean/_std`), empty where there is no such
-reference (pretrain itself, the control itself, no control run, an ensemble against the control).
+precision and coverage and the best/selected snapshots' mIoU (and mIoU-13), each over the seeds where the value
+exists (a class's IoU is empty in a seed where neither its prediction nor its label has the class); then the paired
+differences, per seed, of the model's mIoU (and mIoU-13) against `pretrain` of the same seed
+(`{metric}_vs_pretrain_mean/_std`) and against the no-labels control of the same round (`nolabels_r{k}`,
+`{metric}_vs_nolabels_mean/_std`), empty where there is no such reference (pretrain itself, the control itself, no
+control run, an ensemble against the control).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 import sys
 
 import matplotlib
@@ -27,16 +30,19 @@ from esl.stages.report import save_figure
 matplotlib.use("Agg")  # no display on cluster nodes
 
 HEADLINES = ("mIoU", "mIoU-13")  # the means a paired difference is taken of (mIoU-13: SYNTHIA's 16 classes)
-AGGREGATED = ("pl_precision", "pl_coverage", "mIoU_best", "mIoU_selected")  # besides the headlines and iou_*
+# besides the headlines and iou_*
+AGGREGATED = ("pl_precision", "pl_coverage", "mIoU_best", "mIoU_selected", "mIoU-13_best", "mIoU-13_selected")
 CONTROL = "nolabels"  # pseudo_labels.methods' control: target images, no target label
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Params(StageParams):
-    """Rules `summary_seeds`, `plot_seeds`: the run seeds (config seeds), in the order of `inputs["summaries"]`."""
+    """Rules `summary_seeds`, `plot_seeds`: the run seeds (config seeds), in the order of `inputs["summaries"]`, and
+    the ensembles' names (config evaluate.ensembles; never paired with the no-labels control)."""
 
     rule = "summary_seeds"
     seeds: list
+    ensembles: list = dataclasses.field(default_factory=list)
 
     def check(self) -> None:
         if not self.seeds or len(set(map(str, self.seeds))) != len(self.seeds):
@@ -60,16 +66,17 @@ def read_summaries(seeds: list, paths: list) -> pd.DataFrame:
     return stacked[["seed"] + [c for c in stacked.columns if c != "seed"]]
 
 
-def _control(model: str, models) -> str | None:
-    """The no-labels control of `model`'s round (`esl_r2` -> `nolabels_r2`) when it ran and is not `model`."""
-    method, sep, k = model.rpartition("_r")
+def _control(model: str, models, ensembles=()) -> str | None:
+    """The no-labels control of `model`'s round (`esl_r2` -> `nolabels_r2`) when it ran and is not `model`; none for
+    an ensemble (whatever its name)."""
+    method, _, k = model.rpartition("_r")
     control = f"{CONTROL}_r{k}"
-    if not sep or not k.isdigit() or method == CONTROL or control not in models:
+    if model in ensembles or not re.fullmatch(r"[a-z]+", method) or not k.isdigit():
         return None
-    return control
+    return control if method != CONTROL and control in models else None
 
 
-def aggregate(per_seed: pd.DataFrame) -> pd.DataFrame:
+def aggregate(per_seed: pd.DataFrame, ensembles=()) -> pd.DataFrame:
     """`read_summaries`' table -> one row per model: n, mean and std over seeds, paired differences (module doc)."""
     models = list(dict.fromkeys(per_seed["model"]))
     headlines = [c for c in HEADLINES if c in per_seed]
@@ -85,7 +92,7 @@ def aggregate(per_seed: pd.DataFrame) -> pd.DataFrame:
             row[f"{c}_std"] = x.std(ddof=1)  # NaN for one seed
         for ref_name, ref in (
             ("pretrain", "pretrain" if model != "pretrain" else None),
-            (CONTROL, _control(model, models)),
+            (CONTROL, _control(model, models, ensembles)),
         ):
             for c in headlines:
                 d = wide[c][model] - wide[c][ref] if ref else pd.Series(dtype=float)
@@ -99,7 +106,7 @@ def run(params: Params, inputs, outputs, log=None) -> None:
     """`inputs["summaries"]` (each seed's summary.csv, in `params.seeds` order) -> summary_seeds.csv."""
     log = sys.stdout if log is None else log
     per_seed = read_summaries(list(params.seeds), list(named(inputs, "summaries", [])))
-    table = aggregate(per_seed)
+    table = aggregate(per_seed, params.ensembles)
     write_csv(table, the_file(outputs), provenance(params.as_dict(), input_files(inputs)))
     shown = [c for c in table.columns if c.startswith(("mIoU_mean", "mIoU_std", "mIoU_vs_"))]
     print(f"{len(params.seeds)} seeds {params.seeds}:", file=log)

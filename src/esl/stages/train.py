@@ -4,7 +4,6 @@ or under torchrun (`python -m esl.stages.train JOB.json` in each process).
 `launch(job)`: adopt a given checkpoint (`pretrain.checkpoint`), or train in this process (`train.gpus: 1`), or start
 `train.gpus` processes under torchrun (DistributedDataParallel), passing SIGTERM/SIGUSR1 on. Returns 0, or 75
 (`EXIT_PREEMPTED`) when training stopped early with its state saved: running the job again resumes it.
-`run_rule(stage, params, inputs, outputs, threads)`: the workflow scripts' call, the job of the rule launched.
 
 When training ends, the resumable state becomes a *finished* state (the final model staged beside it, the mean
 losses) before the outputs are written from the staging; it is removed once they are in place. A stop signal that
@@ -32,7 +31,6 @@ import torch.distributed as dist
 
 from esl.io.files import atomic_path
 from esl.io.layouts import read_index
-from esl.io.provenance import provenance
 from esl.io.tables import write_csv
 from esl.io.torchdata import SegmentationSet
 from esl.models.adapters import adapter_params, build_adapter
@@ -44,21 +42,6 @@ from esl.runtime.resume import EXIT_PREEMPTED, Preempted, ResumeFile, StopSignal
 from esl.stages.snapshots import clear_staged, discard_staged, publish, snapshot_iterations, snapshot_name
 from esl.stages.train_job import DEFAULT_SAVE_EVERY, TrainJob
 from esl.stages.train_loop import TrainConfig, train
-
-
-def run_rule(stage: str, params, inputs, outputs, threads: int) -> int:
-    """Rule `pretrain` or `selftrain` (`stage`): the `TrainJob` of the rule's params, inputs, outputs (`model`,
-    `metrics`) and threads, launched; returns the process exit code (`launch`)."""
-    job = TrainJob.from_rule(
-        stage,
-        params,
-        inputs,
-        outputs["model"],
-        provenance=provenance(dict(params.items()), inputs),
-        threads=threads,
-        metrics=outputs["metrics"],
-    )
-    return launch(job)
 
 
 def launch(job: TrainJob, log=None) -> int:
