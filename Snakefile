@@ -35,7 +35,7 @@ rule all:
     default_target: True
     input:
         # one summary per seed (config seeds; one: results/{experiment}/summary.csv), and over the seeds
-        [f"{RESULTS}/{sd}summary.csv" for sd in SEED_DIRS],
+        SEED_SUMMARIES,
         [f"{RESULTS}/summary_seeds.csv"] if MULTI_SEED else [],
         # mIoU against iteration per model, when any model keeps snapshots
         (

@@ -121,9 +121,8 @@ def canonical(value):
 
 EXPERIMENT = config["experiment"]
 RESULTS = f"results/{EXPERIMENT}"
-LOGS = (
-    f"{RESULTS}/logs"  # the shared jobs' logs (toy, index, summary_seeds, plot_seeds)
-)
+# the shared jobs' logs (toy, index, summary_seeds, plot_seeds)
+LOGS = f"{RESULTS}/logs"
 # Seeds (config seeds): one run of the pipeline per entry. With two or more, each seed's artifacts live under
 # RESULTS/seed{s}/: the wildcard {seed_dir} is "seed{s}/" in every seed-dependent path, "" for a single run and for
 # what the seeds share; one pattern serves both, so a single run keeps its paths (docs/ARCHITECTURE.md, "Several seeds").
@@ -132,6 +131,9 @@ MULTI_SEED = bool(SEEDS) and len(SEEDS) > 1
 SEED_DIRS = [f"seed{s}/" for s in SEEDS] if MULTI_SEED else [""]
 RUN = f"{RESULTS}/{{seed_dir}}"  # the prefix of a seed-dependent output pattern
 RUN_LOGS = f"{RUN}logs"
+SEED_SUMMARIES = [
+    f"{RESULTS}/{sd}summary.csv" for sd in SEED_DIRS
+]  # summary_seeds' and plot_seeds' inputs
 # A given pretrain.checkpoint is adopted, not trained: no seed affects it, so the pretrained model and what is made
 # from it alone (its inference, entropy maps, round-1 pseudo-labels, evaluation, plots) are made once for all seeds.
 PRETRAIN_SEEDED = not config["pretrain"].get("checkpoint")
@@ -263,6 +265,11 @@ def candidates(model, run):
     return list(zip(snapshot_iterations(model), snapshot_paths(model, run))) + [
         (final_iteration(model), checkpoint_path(model, run))
     ]
+
+
+def candidate_iterations(model):
+    """The iterations of candidates(model): the snapshots', then the final model's."""
+    return snapshot_iterations(model) + [final_iteration(model)]
 
 
 def has_snapshots(model):

@@ -50,8 +50,7 @@ rule evaluate_snapshots:
         mem_mb=8000,
         runtime=lambda wc: 40 + 10 * len(snapshot_iterations(wc.model)),
     params:
-        iterations=lambda wc: snapshot_iterations(wc.model)
-        + [final_iteration(wc.model)],
+        iterations=lambda wc: candidate_iterations(wc.model),
         target=input_params("target"),
         batch_size=config["evaluate"]["batch_size"],
         num_workers=config["infer"].get("num_workers", 0),  # decoding 3,475 images per snapshot at paper scale
@@ -82,8 +81,7 @@ rule select_model:
     params:
         choice=lambda wc: wc.choice,
         selection=SELECTION,
-        iterations=lambda wc: snapshot_iterations(wc.model)
-        + [final_iteration(wc.model)],
+        iterations=lambda wc: candidate_iterations(wc.model),
     message:
         "Choosing the {wildcards.choice} snapshot of {wildcards.model}"
     script:
@@ -165,7 +163,7 @@ rule summary:
 # config seeds: every seed's summary side by side (rule all asks for it with two or more seeds)
 rule summary_seeds:
     input:
-        summaries=[f"{RESULTS}/{sd}summary.csv" for sd in SEED_DIRS],
+        summaries=SEED_SUMMARIES,
     output:
         report(
             f"{RESULTS}/summary_seeds.csv",

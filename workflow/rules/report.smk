@@ -243,7 +243,7 @@ rule plot_snapshots:
 # config seeds: each seed's mIoU per model, with the mean ± std (rule all asks for it with two or more seeds)
 rule plot_seeds:
     input:
-        summaries=[f"{RESULTS}/{sd}summary.csv" for sd in SEED_DIRS],
+        summaries=SEED_SUMMARIES,
     output:
         seeds=report(
             f"{RESULTS}/plots/seeds.png",
