@@ -117,6 +117,34 @@ def test_two_seeds_plan_every_seeded_stage_per_seed_and_share_the_data(tmp_path)
     assert [n for n in names if "seed_dir=seed" not in n and not n.startswith(shared)] == []
 
 
+@pytest.mark.parametrize(
+    "options, made_by",
+    [
+        ({"infer": {"batch_size": 4, "shards": 2}}, "infer_gather"),
+        ({"pseudo_labels": {"from": "selected"}, "selftrain": {"rounds": 2}}, "select_model"),
+        ({"selftrain": {"init": "pretrained", "init_from": "best"}}, "select_model"),
+    ],
+    ids=["shards", "pseudo-labels-from-selected", "init-from-best"],
+)
+def test_each_seeds_jobs_read_and_write_only_their_own_files_or_the_shared_index(tmp_path, options, made_by):
+    """Sharded inference, pseudo-labels from a chosen snapshot, self-training started from the best pretrained
+    snapshot: a seed's job never reads another seed's file (nor one at the top but the index), and trains with its
+    seed; `made_by` is the rule the option brings in, planned per seed."""
+    write_config(tmp_path, TINY)
+    config = {key: {**TINY.get(key, {}), **value} for key, value in options.items()}
+    jobs = jobs_of(tmp_path, {"seeds": [3, 7], **config})
+    for seed in (3, 7):
+        mine = {name: job for name, job in jobs.items() if f"seed_dir=seed{seed}/" in name}
+        assert made_by in {job.rule.name for job in mine.values()}
+        own = f"results/tiny/seed{seed}/"
+        for name, job in mine.items():
+            assert all(str(f).startswith(own) for f in job.output), (name, list(job.output))
+            for path in map(str, job.input):
+                assert path.startswith((own, "results/tiny/index/")), (name, path)
+            if job.rule.name in ("pretrain", "selftrain"):
+                assert job.params.train["seed"] == seed, name
+
+
 def test_one_seed_keeps_the_single_run_paths_and_sets_the_stage_seeds(tmp_path):
     write_config(tmp_path, TINY)
     default, one = jobs_of(tmp_path), jobs_of(tmp_path, {"seeds": [5]})
@@ -127,6 +155,19 @@ def test_one_seed_keeps_the_single_run_paths_and_sets_the_stage_seeds(tmp_path):
     assert one["selftrain:method=esl,k=1"].params.train["seed"] == 5
     # without config seeds the sections' own seeds (here the schema's x-default: the key is absent)
     assert "seed" not in default["pretrain"].params.train
+
+
+def test_one_seed_equal_to_the_default_seed_plans_the_params_of_no_seeds(tmp_path):
+    """The tiny config leaves `seed` out, so the stages run with the schema's x-default, stated here: 1234.
+    `seeds: [1234]` is then the same run, and must plan the same params (a changed param re-runs a finished stage)."""
+    write_config(tmp_path, TINY)
+    assert "seed" not in TINY["pretrain"] and "seed" not in TINY["selftrain"]
+    default, same = jobs_of(tmp_path), jobs_of(tmp_path, {"seeds": [1234]})
+    assert sorted(default) == sorted(same)
+    for name in ("pretrain", "selftrain:method=esl,k=1", "selftrain:method=mpsl,k=1"):
+        assert same[name].params.train == default[name].params.train, name
+    other = jobs_of(tmp_path, {"seeds": [1235]})
+    assert other["pretrain"].params.train == {**default["pretrain"].params.train, "seed": 1235}
 
 
 def test_a_given_pretrained_model_and_what_is_made_from_it_are_shared_by_the_seeds(tmp_path):

@@ -65,6 +65,7 @@ def _all_errors(errors):
 
 
 def validate_config(config, schema_path):
+    """Checks `config` against the schema (numbers and booleans converted first); returns the schema."""
     with open(schema_path) as f:
         schema = yaml.safe_load(f)
     config.update(_coerce(dict(config), schema, schema))
@@ -83,9 +84,18 @@ def validate_config(config, schema_path):
         raise WorkflowError(
             f"config {key}: {error.message} (config/README.md lists every key)"
         ) from None
+    return schema
 
 
-validate_config(config, f"{workflow.basedir}/workflow/schemas/config.schema.yaml")
+def documented_default(schema, section, key):
+    """The schema's x-default of config[section][key]: what the library uses when the key is left out."""
+    node = _schema_node(schema, schema["properties"][section])
+    return node["properties"][key]["x-default"]
+
+
+SCHEMA = validate_config(
+    config, f"{workflow.basedir}/workflow/schemas/config.schema.yaml"
+)
 
 # Inside a Slurm job, Slurm's `--signal=USR1@secs` (slurm/config.yaml) and `scancel --signal=USR1` reach every process
 # of the job's steps, this Snakemake included. Only the training acts on it (it saves its state and exits 75);
@@ -213,7 +223,12 @@ def train_params(section, seed_dir):
     if section == "pretrain" and not PRETRAIN_SEEDED:
         return train
     seed = run_seed(seed_dir)
-    return train if seed is None else canonical({**train, "seed": seed})
+    # The seed the section runs with anyway is not written in: `seeds: [1234]` over a config that leaves `seed` to
+    # its default plans the same params as no `seeds`, and re-runs nothing.
+    default = documented_default(SCHEMA, section, "seed")
+    if seed is None or seed == train.get("seed", default):
+        return train
+    return canonical({**train, "seed": seed})
 
 
 def model_dir(model, run=RUN):
